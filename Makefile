@@ -1,0 +1,40 @@
+# Two commands for a fresh machine: `make demo` and `make test` (README).
+# Both create .venv if missing and install the pinned stack (constraints.txt) with
+# `pip install -e .[test]`; the install is redone only when pyproject.toml or
+# constraints.txt change.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.singer-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-all demo bench comfyui-deps clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m singer_core.demo --out out
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/wavelet.py
+
+# Developers: install a ComfyUI checkout's requirements into the same venv, so the
+# `comfyui`/`browser` tests can run it (COMFYUI_PATH=/path/to/ComfyUI make comfyui-deps).
+comfyui-deps: $(STAMP)
+	@test -n "$(COMFYUI_PATH)" || (echo "set COMFYUI_PATH to a ComfyUI checkout"; exit 2)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -r "$(COMFYUI_PATH)/requirements.txt" requests
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

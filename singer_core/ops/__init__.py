@@ -1,0 +1,26 @@
+"""Kernels shared by every pipeline: Haar wavelets (more to come: hash grid, volume rendering)."""
+
+from .wavelet import (
+    BAND_NAMES,
+    MODES,
+    PYWT_NAMES,
+    HaarDWT1d,
+    HaarDWT2d,
+    HaarIDWT1d,
+    HaarIDWT2d,
+    haar_dwt1d,
+    haar_dwt2,
+    haar_idwt1d,
+    haar_idwt2,
+    haar_wavedec1d,
+    haar_wavedec2,
+    haar_waverec1d,
+    haar_waverec2,
+    max_level,
+)
+
+__all__ = [
+    "BAND_NAMES", "MODES", "PYWT_NAMES", "HaarDWT1d", "HaarDWT2d", "HaarIDWT1d", "HaarIDWT2d",
+    "haar_dwt1d", "haar_dwt2", "haar_idwt1d", "haar_idwt2", "haar_wavedec1d", "haar_wavedec2",
+    "haar_waverec1d", "haar_waverec2", "max_level",
+]

@@ -1,0 +1,234 @@
+"""Fused single-pass Haar kernels for CPU tensors (float32/float64), compiled with numba.
+
+Every kernel reads its input once and writes its output once, so a transform costs about
+one memory copy (see ``benchmarks/wavelet.py``). The kernels handle even sizes only; the
+public functions in :mod:`singer_core.ops.wavelet` pad odd sizes before calling them and
+fall back to plain torch ops for other devices/dtypes or when numba is missing.
+
+numba is imported on first use, never at import time (importing it costs ~0.3 s). numba's
+default threading layer is not re-entrant, so calls are serialised with a lock.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+_LOCK = threading.Lock()
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled():
+    """Return the dict of compiled kernels, or None when numba is unavailable."""
+    try:
+        import numba
+        from numba import njit, prange
+    except Exception as error:  # ImportError, or a broken llvmlite install
+        logger.info("numba unavailable (%s); Haar transforms use the torch path", error)
+        return None
+
+    opts = dict(parallel=True, fastmath=True, cache=True, nogil=True)
+
+    # ------------------------------------------------------------------ 2D, per image
+    # x: (B, h, 2, w, 2) view of (B, H, W); out: (B, 4, h, w). Plane indices ih/iv place
+    # the horizontal/vertical detail bands; sg (+-1) is the high-pass sign convention.
+    @njit(**opts)
+    def dwt2_images(x, out, ih, iv, sg):
+        nb, h, _, w, _ = x.shape
+        for b in prange(nb):
+            for i in range(h):
+                for j in range(w):
+                    a = x[b, i, 0, j, 0]
+                    bb = x[b, i, 0, j, 1]
+                    c = x[b, i, 1, j, 0]
+                    d = x[b, i, 1, j, 1]
+                    s0 = a + bb
+                    d0 = a - bb
+                    s1 = c + d
+                    d1 = c - d
+                    out[b, 0, i, j] = 0.5 * (s0 + s1)
+                    out[b, ih, i, j] = (0.5 * sg) * (s0 - s1)
+                    out[b, iv, i, j] = (0.5 * sg) * (d0 + d1)
+                    out[b, 3, i, j] = 0.5 * (d0 - d1)
+
+    @njit(**opts)
+    def dwt2_rows(x, out, ih, iv, sg):
+        nb, h, _, w, _ = x.shape
+        for r in prange(nb * h):
+            b = r // h
+            i = r - b * h
+            for j in range(w):
+                a = x[b, i, 0, j, 0]
+                bb = x[b, i, 0, j, 1]
+                c = x[b, i, 1, j, 0]
+                d = x[b, i, 1, j, 1]
+                s0 = a + bb
+                d0 = a - bb
+                s1 = c + d
+                d1 = c - d
+                out[b, 0, i, j] = 0.5 * (s0 + s1)
+                out[b, ih, i, j] = (0.5 * sg) * (s0 - s1)
+                out[b, iv, i, j] = (0.5 * sg) * (d0 + d1)
+                out[b, 3, i, j] = 0.5 * (d0 - d1)
+
+    # y: (B, 4, h, w); out: (B, h, 2, w, 2) view of (B, H, W)
+    @njit(**opts)
+    def idwt2_images(y, out, ih, iv, sg):
+        nb, _, h, w = y.shape
+        for b in prange(nb):
+            for i in range(h):
+                for j in range(w):
+                    ca = y[b, 0, i, j]
+                    ch = sg * y[b, ih, i, j]
+                    cv = sg * y[b, iv, i, j]
+                    cd = y[b, 3, i, j]
+                    p = ca + ch
+                    q = ca - ch
+                    u = cv + cd
+                    v = cv - cd
+                    out[b, i, 0, j, 0] = 0.5 * (p + u)
+                    out[b, i, 0, j, 1] = 0.5 * (p - u)
+                    out[b, i, 1, j, 0] = 0.5 * (q + v)
+                    out[b, i, 1, j, 1] = 0.5 * (q - v)
+
+    @njit(**opts)
+    def idwt2_rows(y, out, ih, iv, sg):
+        nb, _, h, w = y.shape
+        for r in prange(nb * h):
+            b = r // h
+            i = r - b * h
+            for j in range(w):
+                ca = y[b, 0, i, j]
+                ch = sg * y[b, ih, i, j]
+                cv = sg * y[b, iv, i, j]
+                cd = y[b, 3, i, j]
+                p = ca + ch
+                q = ca - ch
+                u = cv + cd
+                v = cv - cd
+                out[b, i, 0, j, 0] = 0.5 * (p + u)
+                out[b, i, 0, j, 1] = 0.5 * (p - u)
+                out[b, i, 1, j, 0] = 0.5 * (q + v)
+                out[b, i, 1, j, 1] = 0.5 * (q - v)
+
+    # ------------------------------------------------------------------ 1D
+    # x: (O, m, 2, I) view of (O, n, I); out: (O, 2, m, I)
+    @njit(**opts)
+    def dwt1(x, out, sg):
+        no, m, _, ni = x.shape
+        for o in prange(no):
+            for k in range(m):
+                for t in range(ni):
+                    a = x[o, k, 0, t]
+                    b = x[o, k, 1, t]
+                    out[o, 0, k, t] = _SQRT_HALF * (a + b)
+                    out[o, 1, k, t] = (_SQRT_HALF * sg) * (a - b)
+
+    # x: (O, m, 2) view of (O, n) -- the transformed axis is the last one
+    @njit(**opts)
+    def dwt1_last(x, out, sg):
+        no, m, _ = x.shape
+        for o in prange(no):
+            for k in range(m):
+                a = x[o, k, 0]
+                b = x[o, k, 1]
+                out[o, 0, k] = _SQRT_HALF * (a + b)
+                out[o, 1, k] = (_SQRT_HALF * sg) * (a - b)
+
+    @njit(**opts)
+    def idwt1(y, out, sg):
+        no, _, m, ni = y.shape
+        for o in prange(no):
+            for k in range(m):
+                for t in range(ni):
+                    lo = y[o, 0, k, t]
+                    hi = sg * y[o, 1, k, t]
+                    out[o, k, 0, t] = _SQRT_HALF * (lo + hi)
+                    out[o, k, 1, t] = _SQRT_HALF * (lo - hi)
+
+    @njit(**opts)
+    def idwt1_last(y, out, sg):
+        no, _, m = y.shape
+        for o in prange(no):
+            for k in range(m):
+                lo = y[o, 0, k]
+                hi = sg * y[o, 1, k]
+                out[o, k, 0] = _SQRT_HALF * (lo + hi)
+                out[o, k, 1] = _SQRT_HALF * (lo - hi)
+
+    return {
+        "dwt2_images": dwt2_images,
+        "dwt2_rows": dwt2_rows,
+        "idwt2_images": idwt2_images,
+        "idwt2_rows": idwt2_rows,
+        "dwt1": dwt1,
+        "dwt1_last": dwt1_last,
+        "idwt1": idwt1,
+        "idwt1_last": idwt1_last,
+        "threads": numba.get_num_threads(),
+    }
+
+
+def available(t: torch.Tensor) -> bool:
+    """Whether the fused kernels can handle ``t`` (CPU float32/float64, numba importable)."""
+    return (
+        t.device.type == "cpu"
+        and t.dtype in (torch.float32, torch.float64)
+        and not t.is_conj()
+        and _compiled() is not None
+    )
+
+
+def _by_images(n_images: int, n_rows: int) -> bool:
+    """Parallelise over whole images when there are enough of them to keep every thread busy."""
+    threads = _compiled()["threads"]
+    return n_images >= 4 * threads or n_rows < 4 * threads
+
+
+def dwt2(x: torch.Tensor, out: torch.Tensor, ih: int, iv: int, sign: float) -> None:
+    """x: contiguous (B, H, W), H and W even -> out: contiguous (B, 4, H/2, W/2)."""
+    k = _compiled()
+    nb, height, width = x.shape
+    xv = x.view(nb, height // 2, 2, width // 2, 2).numpy()
+    kernel = k["dwt2_images"] if _by_images(nb, nb * height // 2) else k["dwt2_rows"]
+    with _LOCK:
+        kernel(xv, out.numpy(), ih, iv, float(sign))
+
+
+def idwt2(y: torch.Tensor, out: torch.Tensor, ih: int, iv: int, sign: float) -> None:
+    """y: contiguous (B, 4, h, w) -> out: contiguous (B, 2h, 2w)."""
+    k = _compiled()
+    nb, _, h, w = y.shape
+    ov = out.view(nb, h, 2, w, 2).numpy()
+    kernel = k["idwt2_images"] if _by_images(nb, nb * h) else k["idwt2_rows"]
+    with _LOCK:
+        kernel(y.numpy(), ov, ih, iv, float(sign))
+
+
+def dwt1(x: torch.Tensor, out: torch.Tensor, sign: float) -> None:
+    """x: contiguous (O, n, I), n even -> out: contiguous (O, 2, n/2, I)."""
+    k = _compiled()
+    no, n, ni = x.shape
+    with _LOCK:
+        if ni == 1:
+            k["dwt1_last"](x.view(no, n // 2, 2).numpy(), out.view(no, 2, n // 2).numpy(), float(sign))
+        else:
+            k["dwt1"](x.view(no, n // 2, 2, ni).numpy(), out.numpy(), float(sign))
+
+
+def idwt1(y: torch.Tensor, out: torch.Tensor, sign: float) -> None:
+    """y: contiguous (O, 2, m, I) -> out: contiguous (O, 2m, I)."""
+    k = _compiled()
+    no, _, m, ni = y.shape
+    with _LOCK:
+        if ni == 1:
+            k["idwt1_last"](y.view(no, 2, m).numpy(), out.view(no, m, 2).numpy(), float(sign))
+        else:
+            k["idwt1"](y.numpy(), out.view(no, m, 2, ni).numpy(), float(sign))
