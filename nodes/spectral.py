@@ -1,0 +1,58 @@
+"""Nodes for SINGER's spectral side: the Haar sub-band view (MSM/SFM nodes come with the diffusion issue)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from ..singer_core.audio.io import audio_from_comfy
+from ..singer_core.ops.wavelet import MODES
+from ..singer_core.spectral.visualize import COLORMAPS, NORMALIZATIONS, SubbandViewConfig, audio_subband_image
+
+
+class SingerWaveletSubbands(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SingerWaveletSubbands",
+            display_name="Wavelet Sub-bands (SINGER)",
+            category="SINGER/spectral",
+            description=(
+                "Log-mel spectrogram of the audio, split by the 2D Haar wavelet into LL/LH/HL/HH "
+                "sub-bands at every level (SINGER §3.1): the view the Multi-scale Spectral Module weights."
+            ),
+            inputs=[
+                io.Audio.Input("audio", tooltip="Any AUDIO (e.g. from Load Audio); channels are mixed to mono."),
+                io.Int.Input("levels", default=3, min=1, max=6,
+                             tooltip="Decomposition levels, one grid row each. Each level needs twice as many "
+                                     "mel bins and frames as the next."),
+                io.Int.Input("n_mels", default=80, min=16, max=256, step=8,
+                             tooltip="Mel bins of the spectrogram (rows of the plane that is transformed)."),
+                io.Combo.Input("normalize", options=list(NORMALIZATIONS), default="band",
+                               tooltip="'band': every cell uses its own colour range; 'shared': all detail "
+                                       "bands share one range, so their energies can be compared."),
+                io.Combo.Input("colormap", options=list(COLORMAPS), default="viridis",
+                               tooltip="Colour map for the coefficients."),
+                io.Combo.Input("band_order", options=["pywt", "singer"], default="pywt",
+                               tooltip="'pywt': LL, LH(cH), HL(cV), HH; 'singer': the official SINGER code's "
+                                       "order, with the two single-high bands swapped."),
+                io.Combo.Input("mode", options=list(MODES), default="symmetric",
+                               tooltip="How an odd-sized axis is extended by one sample (PyWavelets names)."),
+                io.Int.Input("cell_height", default=96, min=32, max=512, step=8,
+                             tooltip="Height in pixels of each band cell."),
+            ],
+            outputs=[io.Image.Output("image", tooltip="The labelled sub-band grid, one image per audio batch item.")],
+        )
+
+    @classmethod
+    def execute(cls, audio, levels, n_mels, normalize, colormap, band_order, mode, cell_height) -> io.NodeOutput:
+        waveform, sample_rate = audio_from_comfy(audio, "SingerWaveletSubbands")
+        config = SubbandViewConfig(levels=levels, normalize=normalize, colormap=colormap,
+                                   order=band_order, mode=mode, cell_height=cell_height)
+        try:
+            images = [audio_subband_image(item, sample_rate, config, n_mels=n_mels) for item in waveform]
+        except ValueError as error:
+            raise ValueError(f"SingerWaveletSubbands: {error}") from error
+        batch = torch.from_numpy(np.stack(images)).float() / 255.0
+        return io.NodeOutput(batch)

@@ -1,0 +1,1 @@
+"""Audio front end: song synthesis (decode, resample, encoders and separation arrive with the audio issue)."""

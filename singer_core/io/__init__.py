@@ -1,0 +1,1 @@
+"""Checkpoints, hub download and muxing (arrive with the pipeline issues)."""

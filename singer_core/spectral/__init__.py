@@ -1,0 +1,1 @@
+"""SINGER spectral modules: sub-band visualisation (MSM and SFM arrive with the diffusion issue)."""
