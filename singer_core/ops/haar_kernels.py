@@ -5,8 +5,9 @@ one memory copy (see ``benchmarks/wavelet.py``). The kernels handle even sizes o
 public functions in :mod:`singer_core.ops.wavelet` pad odd sizes before calling them and
 fall back to plain torch ops for other devices/dtypes or when numba is missing.
 
-numba is imported on first use, never at import time (importing it costs ~0.3 s). numba's
-default threading layer is not re-entrant, so calls are serialised with a lock.
+numba is imported on first use, never at import time (importing it costs ~0.3 s), and each
+kernel is compiled on its first call. numba's workqueue threading layer is not re-entrant, so
+calls are serialised with a lock.
 """
 
 from __future__ import annotations
@@ -34,16 +35,42 @@ def _compiled():
         logger.info("numba unavailable (%s); Haar transforms use the torch path", error)
         return None
 
-    opts = dict(parallel=True, fastmath=True, cache=True, nogil=True)
+    # No on-disk cache: numba's cache records the importing module's name, and ComfyUI imports
+    # this package under a path-derived name, so a cache written inside ComfyUI breaks the
+    # plain `singer_core` import (and vice versa). Compiling costs < 1 s per kernel, once per
+    # process, on first use.
+    opts = dict(parallel=True, fastmath=True, cache=False, nogil=True)
 
-    # ------------------------------------------------------------------ 2D, per image
-    # x: (B, h, 2, w, 2) view of (B, H, W); out: (B, 4, h, w). Plane indices ih/iv place
-    # the horizontal/vertical detail bands; sg (+-1) is the high-pass sign convention.
-    @njit(**opts)
-    def dwt2_images(x, out, ih, iv, sg):
-        nb, h, _, w, _ = x.shape
-        for b in prange(nb):
-            for i in range(h):
+    def make_2d(ih: int, iv: int):
+        """Kernels for one band order; ih/iv (plane of cH/cV) are compile-time constants so the
+        stores vectorise. sg (+-1) is the high-pass sign convention."""
+
+        # x: (B, h, 2, w, 2) view of (B, H, W); out: (B, 4, h, w)
+        @njit(**opts)
+        def dwt2_images(x, out, sg):
+            nb, h, _, w, _ = x.shape
+            for b in prange(nb):
+                for i in range(h):
+                    for j in range(w):
+                        a = x[b, i, 0, j, 0]
+                        bb = x[b, i, 0, j, 1]
+                        c = x[b, i, 1, j, 0]
+                        d = x[b, i, 1, j, 1]
+                        s0 = a + bb
+                        d0 = a - bb
+                        s1 = c + d
+                        d1 = c - d
+                        out[b, 0, i, j] = 0.5 * (s0 + s1)
+                        out[b, ih, i, j] = (0.5 * sg) * (s0 - s1)
+                        out[b, iv, i, j] = (0.5 * sg) * (d0 + d1)
+                        out[b, 3, i, j] = 0.5 * (d0 - d1)
+
+        @njit(**opts)
+        def dwt2_rows(x, out, sg):
+            nb, h, _, w, _ = x.shape
+            for r in prange(nb * h):
+                b = r // h
+                i = r - b * h
                 for j in range(w):
                     a = x[b, i, 0, j, 0]
                     bb = x[b, i, 0, j, 1]
@@ -58,32 +85,32 @@ def _compiled():
                     out[b, iv, i, j] = (0.5 * sg) * (d0 + d1)
                     out[b, 3, i, j] = 0.5 * (d0 - d1)
 
-    @njit(**opts)
-    def dwt2_rows(x, out, ih, iv, sg):
-        nb, h, _, w, _ = x.shape
-        for r in prange(nb * h):
-            b = r // h
-            i = r - b * h
-            for j in range(w):
-                a = x[b, i, 0, j, 0]
-                bb = x[b, i, 0, j, 1]
-                c = x[b, i, 1, j, 0]
-                d = x[b, i, 1, j, 1]
-                s0 = a + bb
-                d0 = a - bb
-                s1 = c + d
-                d1 = c - d
-                out[b, 0, i, j] = 0.5 * (s0 + s1)
-                out[b, ih, i, j] = (0.5 * sg) * (s0 - s1)
-                out[b, iv, i, j] = (0.5 * sg) * (d0 + d1)
-                out[b, 3, i, j] = 0.5 * (d0 - d1)
+        # y: (B, 4, h, w); out: (B, h, 2, w, 2) view of (B, H, W)
+        @njit(**opts)
+        def idwt2_images(y, out, sg):
+            nb, _, h, w = y.shape
+            for b in prange(nb):
+                for i in range(h):
+                    for j in range(w):
+                        ca = y[b, 0, i, j]
+                        ch = sg * y[b, ih, i, j]
+                        cv = sg * y[b, iv, i, j]
+                        cd = y[b, 3, i, j]
+                        p = ca + ch
+                        q = ca - ch
+                        u = cv + cd
+                        v = cv - cd
+                        out[b, i, 0, j, 0] = 0.5 * (p + u)
+                        out[b, i, 0, j, 1] = 0.5 * (p - u)
+                        out[b, i, 1, j, 0] = 0.5 * (q + v)
+                        out[b, i, 1, j, 1] = 0.5 * (q - v)
 
-    # y: (B, 4, h, w); out: (B, h, 2, w, 2) view of (B, H, W)
-    @njit(**opts)
-    def idwt2_images(y, out, ih, iv, sg):
-        nb, _, h, w = y.shape
-        for b in prange(nb):
-            for i in range(h):
+        @njit(**opts)
+        def idwt2_rows(y, out, sg):
+            nb, _, h, w = y.shape
+            for r in prange(nb * h):
+                b = r // h
+                i = r - b * h
                 for j in range(w):
                     ca = y[b, 0, i, j]
                     ch = sg * y[b, ih, i, j]
@@ -98,25 +125,8 @@ def _compiled():
                     out[b, i, 1, j, 0] = 0.5 * (q + v)
                     out[b, i, 1, j, 1] = 0.5 * (q - v)
 
-    @njit(**opts)
-    def idwt2_rows(y, out, ih, iv, sg):
-        nb, _, h, w = y.shape
-        for r in prange(nb * h):
-            b = r // h
-            i = r - b * h
-            for j in range(w):
-                ca = y[b, 0, i, j]
-                ch = sg * y[b, ih, i, j]
-                cv = sg * y[b, iv, i, j]
-                cd = y[b, 3, i, j]
-                p = ca + ch
-                q = ca - ch
-                u = cv + cd
-                v = cv - cd
-                out[b, i, 0, j, 0] = 0.5 * (p + u)
-                out[b, i, 0, j, 1] = 0.5 * (p - u)
-                out[b, i, 1, j, 0] = 0.5 * (q + v)
-                out[b, i, 1, j, 1] = 0.5 * (q - v)
+        return {"dwt2_images": dwt2_images, "dwt2_rows": dwt2_rows,
+                "idwt2_images": idwt2_images, "idwt2_rows": idwt2_rows}
 
     # ------------------------------------------------------------------ 1D
     # x: (O, m, 2, I) view of (O, n, I); out: (O, 2, m, I)
@@ -164,10 +174,8 @@ def _compiled():
                 out[o, k, 1] = _SQRT_HALF * (lo - hi)
 
     return {
-        "dwt2_images": dwt2_images,
-        "dwt2_rows": dwt2_rows,
-        "idwt2_images": idwt2_images,
-        "idwt2_rows": idwt2_rows,
+        (1, 2): make_2d(1, 2),  # pywt order: cH in plane 1, cV in plane 2
+        (2, 1): make_2d(2, 1),  # official SINGER order
         "dwt1": dwt1,
         "dwt1_last": dwt1_last,
         "idwt1": idwt1,
@@ -197,9 +205,10 @@ def dwt2(x: torch.Tensor, out: torch.Tensor, ih: int, iv: int, sign: float) -> N
     k = _compiled()
     nb, height, width = x.shape
     xv = x.view(nb, height // 2, 2, width // 2, 2).numpy()
-    kernel = k["dwt2_images"] if _by_images(nb, nb * height // 2) else k["dwt2_rows"]
+    kernels = k[(ih, iv)]
+    kernel = kernels["dwt2_images"] if _by_images(nb, nb * height // 2) else kernels["dwt2_rows"]
     with _LOCK:
-        kernel(xv, out.numpy(), ih, iv, float(sign))
+        kernel(xv, out.numpy(), float(sign))
 
 
 def idwt2(y: torch.Tensor, out: torch.Tensor, ih: int, iv: int, sign: float) -> None:
@@ -207,9 +216,10 @@ def idwt2(y: torch.Tensor, out: torch.Tensor, ih: int, iv: int, sign: float) -> 
     k = _compiled()
     nb, _, h, w = y.shape
     ov = out.view(nb, h, 2, w, 2).numpy()
-    kernel = k["idwt2_images"] if _by_images(nb, nb * h) else k["idwt2_rows"]
+    kernels = k[(ih, iv)]
+    kernel = kernels["idwt2_images"] if _by_images(nb, nb * h) else kernels["idwt2_rows"]
     with _LOCK:
-        kernel(y.numpy(), ov, ih, iv, float(sign))
+        kernel(y.numpy(), ov, float(sign))
 
 
 def dwt1(x: torch.Tensor, out: torch.Tensor, sign: float) -> None:

@@ -1,0 +1,300 @@
+"""Fixtures that run the pack inside a real ComfyUI server (see /work/shared/COMFYUI.md).
+
+The checkout comes from ``COMFYUI_PATH`` and the Python that runs it from ``COMFYUI_PYTHON``
+(default: the interpreter running pytest). Without a checkout every test here skips with a
+reason. ComfyUI is never imported into the test process: the server runs as a subprocess in a
+throw-away base directory whose ``custom_nodes/`` holds a symlink to this repository.
+
+Helpers are methods of the session ``comfy_server`` object (``--import-mode=importlib`` does
+not let test modules import this conftest): ``queue_prompt``, ``wait_for_history``,
+``run_prompt``, ``object_info``, ``workflow_to_prompt``, ``view_bytes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+logger = logging.getLogger(__name__)
+
+PACK_ROOT = Path(__file__).resolve().parents[2]  # tests/comfyui/conftest.py -> repository root
+PACK_LINK_NAME = "comfyui-singer"  # the pack's folder name inside custom_nodes/
+WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
+SONG_NAME = "singer_example_song.wav"  # the file the shipped workflows load
+SHORT_SONG_NAME = "singer_short_song.wav"  # 0.2 s: too short for deep decompositions
+
+STARTUP_TIMEOUT_S = 120.0
+PROMPT_TIMEOUT_S = 60.0
+HTTP_TIMEOUT_S = 10.0
+
+# Input types the frontend draws as widgets (their values live in ``widgets_values``).
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# Options that make the frontend add an "upload" button widget after the required inputs.
+UPLOAD_OPTIONS = ("image_upload", "audio_upload", "video_upload", "animated_image_upload")
+# Nodes the frontend gives an extra "audioUI" player widget (frontend 1.27, Comfy.AudioWidget).
+AUDIO_UI_NODES = {"LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus"}
+# UI-only nodes that never reach the server.
+UI_ONLY_NODES = {"Note", "MarkdownNote"}
+
+
+def comfyui_path_or_skip() -> Path:
+    """The ComfyUI checkout named by COMFYUI_PATH, or skip the calling test with the reason."""
+    raw = os.environ.get("COMFYUI_PATH", "").strip()
+    if not raw:
+        pytest.skip("COMFYUI_PATH is not set: point it at a ComfyUI checkout to run the real-ComfyUI tests")
+    path = Path(raw).expanduser().resolve()
+    if not (path / "main.py").is_file():
+        pytest.skip(f"COMFYUI_PATH={raw!r} is not a ComfyUI checkout (no main.py there)")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _write_song(path: Path, seconds: float, seed: int) -> None:
+    from singer_core.audio.io import write_wav
+    from singer_core.audio.synth import sing
+
+    song = sing(seconds, seed=seed)
+    write_wav(path, song.waveform, song.sample_rate)
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        return f"<could not read {path}: {error}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclasses.dataclass
+class ComfyServer:
+    """A running ComfyUI server and the helpers the tests use to talk to it."""
+
+    base_url: str  # e.g. http://127.0.0.1:43121
+    base_dir: Path  # the --base-directory (custom_nodes/, input/, output/, user/)
+    log_path: Path  # stdout + stderr of the server
+    process: subprocess.Popen
+    client_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    _object_info: dict | None = None
+
+    # -- plumbing -----------------------------------------------------------------------
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_tail(self, lines: int = 60) -> str:
+        return _tail(self.log_path, lines)
+
+    def get(self, route: str, **params):
+        import requests
+
+        return requests.get(self.base_url + route, params=params or None, timeout=HTTP_TIMEOUT_S)
+
+    def object_info(self) -> dict:
+        if self._object_info is None:
+            response = self.get("/object_info")
+            response.raise_for_status()
+            self._object_info = response.json()
+        return self._object_info
+
+    # -- prompts ------------------------------------------------------------------------
+    def queue_prompt(self, prompt: dict) -> str:
+        """POST /prompt; returns the prompt id, or fails with the server's validation errors."""
+        import requests
+
+        response = requests.post(
+            self.base_url + "/prompt",
+            json={"prompt": prompt, "client_id": self.client_id},
+            timeout=HTTP_TIMEOUT_S,
+        )
+        if response.status_code != 200:
+            pytest.fail(f"POST /prompt answered {response.status_code}: {response.text}")
+        body = response.json()
+        if body.get("node_errors"):
+            pytest.fail(f"POST /prompt reported node errors: {body['node_errors']}")
+        return body["prompt_id"]
+
+    def wait_for_history(self, prompt_id: str, timeout_s: float = PROMPT_TIMEOUT_S) -> dict:
+        """Poll GET /history/{id} until the prompt finished; returns its history entry
+        (``outputs``, ``status`` with ``status_str`` and ``messages``)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"ComfyUI exited (code {self.process.returncode}) while running "
+                            f"{prompt_id}; log tail:\n{self.log_tail()}")
+            response = self.get(f"/history/{prompt_id}")
+            response.raise_for_status()
+            entry = response.json().get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                if entry["status"].get("status_str") in ("success", "error"):
+                    return entry
+            time.sleep(0.2)
+        pytest.fail(f"prompt {prompt_id} did not finish within {timeout_s:.0f} s; log tail:\n{self.log_tail()}")
+
+    def run_prompt(self, prompt: dict, timeout_s: float = PROMPT_TIMEOUT_S) -> dict:
+        """Queue ``prompt`` and wait for it; returns the history entry."""
+        return self.wait_for_history(self.queue_prompt(prompt), timeout_s)
+
+    def view_bytes(self, image: dict) -> bytes:
+        """GET /view for one entry of an output node's ``images`` list."""
+        response = self.get("/view", filename=image["filename"], type=image.get("type", "output"),
+                            subfolder=image.get("subfolder", ""))
+        response.raise_for_status()
+        return response.content
+
+    # -- UI workflow -> API prompt ------------------------------------------------------
+    def workflow_to_prompt(self, workflow: dict) -> dict:
+        return workflow_to_prompt(workflow, self.object_info())
+
+
+def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
+    """Convert a UI-format workflow (``nodes`` + ``links``) to an API prompt.
+
+    Links: ``links`` rows are ``[link_id, from_node, from_slot, to_node, to_slot, type]``; the
+    target input is named by ``to_node``'s ``inputs[to_slot]``; its value is
+    ``[str(from_node), from_slot]``.
+
+    Widgets: the frontend keeps one ``widgets_values`` entry per widget input, in
+    ``/object_info`` order (required, then optional), *also* for widget inputs that are
+    connected by a link (the link wins). Inputs of link-only types (AUDIO, IMAGE, ...) and
+    ``forceInput`` inputs have no entry. Extra UI-only entries are skipped: the
+    ``control_after_generate`` value after a seed (or any input that asks for one), and the
+    ``upload`` / ``audioUI`` widgets the frontend appends after the required inputs.
+    """
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    links: dict[int, tuple] = {}
+    for row in workflow.get("links", []):
+        link_id, from_node, from_slot, to_node, to_slot = row[:5]
+        links[link_id] = (from_node, from_slot, to_node, to_slot)
+
+    prompt: dict[str, dict] = {}
+    for node_id, node in nodes.items():
+        class_type = node["type"]
+        if class_type in UI_ONLY_NODES or node.get("mode", 0) == 2:  # notes, muted nodes
+            continue
+        if node.get("mode", 0) == 4:
+            pytest.fail(f"workflow node {node_id} ({class_type}) is bypassed; the test converter does not "
+                        "resolve bypasses")
+        if class_type not in object_info:
+            pytest.fail(f"workflow node {node_id} uses {class_type!r}, which the server does not know")
+        info = object_info[class_type]
+        inputs: dict[str, object] = {}
+
+        # 1. links
+        for slot in node.get("inputs", []):
+            link_id = slot.get("link")
+            if link_id is None:
+                continue
+            from_node, from_slot, to_node, _ = links[link_id]
+            if to_node != node_id:
+                pytest.fail(f"link {link_id} does not end at node {node_id}")
+            if nodes[from_node]["type"] in ("Reroute", "PrimitiveNode"):
+                pytest.fail(f"node {node_id}: links from {nodes[from_node]['type']} are not supported here")
+            inputs[slot["name"]] = [str(from_node), from_slot]
+
+        # 2. widget values, in /object_info input order
+        values = node.get("widgets_values") or []
+        if isinstance(values, dict):
+            pytest.fail(f"node {node_id} ({class_type}): dict-style widgets_values are not supported")
+        order = info.get("input_order") or {key: list(info["input"].get(key, {})) for key in ("required", "optional")}
+        index = 0
+        for section in ("required", "optional"):
+            specs = info["input"].get(section, {})
+            for name in order.get(section, []):
+                spec = specs[name]
+                kind = spec[0]
+                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                is_widget = (isinstance(kind, list) or kind in WIDGET_TYPES) and not options.get("forceInput")
+                if not is_widget:
+                    continue
+                if index >= len(values):
+                    pytest.fail(f"node {node_id} ({class_type}): no widget value for input {name!r} "
+                                f"(widgets_values={values})")
+                if name not in inputs:  # a linked widget input keeps its stale value; the link wins
+                    inputs[name] = values[index]
+                index += 1
+                if options.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed")):
+                    index += 1
+            if section == "required":
+                if any(isinstance(s, list) and len(s) > 1 and isinstance(s[1], dict)
+                       and any(s[1].get(key) for key in UPLOAD_OPTIONS) for s in specs.values()):
+                    index += 1
+                if class_type in AUDIO_UI_NODES:
+                    index += 1
+        prompt[str(node_id)] = {"class_type": class_type, "inputs": inputs}
+    return prompt
+
+
+@pytest.fixture(scope="session")
+def comfyui_path() -> Path:
+    return comfyui_path_or_skip()
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A ComfyUI server on a free loopback port, with this pack in custom_nodes/."""
+    import requests
+
+    python = os.environ.get("COMFYUI_PYTHON") or sys.executable
+
+    # 1. base directory: custom_nodes/<pack link>, input/ with the test songs, seeded settings
+    base_dir = tmp_path_factory.mktemp("comfy_base")
+    (base_dir / "custom_nodes").mkdir()
+    (base_dir / "custom_nodes" / PACK_LINK_NAME).symlink_to(PACK_ROOT, target_is_directory=True)
+    (base_dir / "input").mkdir()
+    _write_song(base_dir / "input" / SONG_NAME, 3.0, seed=1)
+    _write_song(base_dir / "input" / SHORT_SONG_NAME, 0.2, seed=2)
+    settings = base_dir / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+
+    # 2. start the server
+    port = _free_port()
+    log_path = base_dir / "comfyui.log"
+    command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+               "--base-directory", str(base_dir), "--database-url", "sqlite:///:memory:"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=comfyui_path, stdout=log_file, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env=env)
+    server = ComfyServer(base_url=f"http://127.0.0.1:{port}", base_dir=base_dir, log_path=log_path,
+                         process=process)
+    try:
+        # 3. wait until it answers
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ComfyUI exited with code {process.returncode} during start-up; "
+                            f"log tail:\n{_tail(log_path)}")
+            try:
+                if requests.get(server.base_url + "/system_stats", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"ComfyUI did not answer /system_stats within {STARTUP_TIMEOUT_S:.0f} s; "
+                            f"log tail:\n{_tail(log_path)}")
+            time.sleep(0.25)
+        yield server
+    finally:
+        # 4. stop it
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=15)

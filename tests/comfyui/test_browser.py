@@ -1,0 +1,144 @@
+"""The shipped workflows in ComfyUI's own frontend, driven in Debian chromium with playwright
+(needs COMFYUI_PATH and /usr/bin/chromium; never downloads a browser)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.comfyui,
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is missing: apt-get install chromium"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+PACK_ROOT = Path(__file__).resolve().parents[2]
+PACK_LINK_NAME = "comfyui-singer"  # as in conftest.py
+WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
+PAGE_TIMEOUT_MS = 60_000
+
+# Errors that mention these belong to the pack and fail the test.
+OURS = re.compile(rf"singer|{re.escape(PACK_LINK_NAME)}", re.IGNORECASE)
+# 404s of the local server that a fresh user directory always gives.
+HARMLESS_404 = re.compile(r"/(api/)?userdata\b|/user\.css$|/favicon\.ico$")
+
+
+def is_noise(error: dict) -> bool:
+    """Known harmless noise of a sandboxed frontend: failed lookups of external hosts (no network
+    here) and the userdata/user.css/favicon 404s of a fresh user directory."""
+    url = error.get("url") or ""
+    host = urlparse(url).hostname
+    if host and host not in ("127.0.0.1", "localhost"):
+        return True
+    return "status of 404" in error["text"] and bool(HARMLESS_404.search(urlparse(url).path))
+
+# Collects the node types the frontend reports missing after every graph load.
+MISSING_NODE_COLLECTOR = """() => {
+    window.__singerMissing = [];
+    window.app.registerExtension({
+        name: "SingerTest.MissingNodeCollector",
+        async afterConfigureGraph(missingNodeTypes) {
+            window.__singerMissing.push(...(missingNodeTypes || []).map(
+                (m) => (typeof m === "string" ? m : m.type)));
+        },
+    });
+}"""
+
+LOAD_AND_CONVERT = """async (wf) => {
+    window.__singerMissing = [];
+    const types = [...new Set(wf.nodes.map((n) => n.type))];
+    const unregistered = types.filter((t) => !(t in LiteGraph.registered_node_types));
+    await window.app.loadGraphData(JSON.parse(JSON.stringify(wf)));
+    const { output } = await window.app.graphToPrompt();
+    return { unregistered, missing: window.__singerMissing, output };
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser_page(comfy_server, tmp_path_factory):
+    """A chromium page on the server's frontend, with console/page errors collected."""
+
+    profile = tmp_path_factory.mktemp("chromium_profile")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True,
+            viewport={"width": 1600, "height": 1000},
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.on("console", lambda msg: errors.append(
+                {"kind": "console", "text": msg.text, "url": msg.location.get("url", "")})
+                if msg.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(
+                {"kind": "pageerror", "text": f"{exc}\n{getattr(exc, 'stack', '') or ''}", "url": ""}))
+            page.goto(comfy_server.base_url, timeout=PAGE_TIMEOUT_MS)
+            page.wait_for_function("() => window.app && window.app.graph", timeout=PAGE_TIMEOUT_MS)
+            page.evaluate(MISSING_NODE_COLLECTOR)
+            yield page, errors
+        finally:
+            context.close()
+
+
+@pytest.mark.parametrize("workflow_path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_loads_and_converts_in_frontend(comfy_server, browser_page, workflow_path, tmp_path):
+    page, errors = browser_page
+    workflow = json.loads(workflow_path.read_text(encoding="utf-8"))
+
+    seen_before = len(errors)
+    result = page.evaluate(LOAD_AND_CONVERT, workflow)
+
+    # 1. every node type is known to the frontend
+    assert not result["unregistered"], f"node types not registered in LiteGraph: {result['unregistered']}"
+    assert not result["missing"], f"afterConfigureGraph reported missing node types: {result['missing']}"
+
+    # 2. the frontend's API prompt carries our nodes with the workflow's widget values
+    output = result["output"]
+    expected = comfy_server.workflow_to_prompt(workflow)
+    ours = [node for node in workflow["nodes"] if node["type"].startswith("Singer")]
+    assert ours, f"{workflow_path.name} uses none of the pack's nodes"
+    for node in ours:
+        node_id = str(node["id"])
+        assert node_id in output, f"node {node_id} ({node['type']}) is missing from graphToPrompt()"
+        got = output[node_id]
+        assert got["class_type"] == node["type"]
+        widget_values = [value for value in got["inputs"].values() if not isinstance(value, list)]
+        assert widget_values == node["widgets_values"], (
+            f"node {node_id}: frontend widget values {widget_values} != workflow {node['widgets_values']}")
+        assert got["inputs"] == expected[node_id]["inputs"], "frontend and test converter disagree"
+    for node_id, node in expected.items():  # the test converter agrees with the frontend everywhere
+        assert output.get(node_id, {}).get("class_type") == node["class_type"]
+        for name, value in node["inputs"].items():
+            assert output[node_id]["inputs"].get(name) == value, f"node {node_id} input {name!r}"
+
+    # 3. a picture for people
+    shot = tmp_path / f"{workflow_path.stem}.png"
+    page.screenshot(path=str(shot))
+    artifacts = os.environ.get("SINGER_ARTIFACTS")
+    if artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(artifacts) / shot.name)
+
+    # 4. no errors from the pack, and no uncaught exception while our workflow loaded
+    real = [e for e in errors if not is_noise(e)]
+    ours_errors = [e for e in real if OURS.search(e["text"] + " " + e["url"])]
+    assert not ours_errors, "frontend errors that mention the pack:\n" + _format(ours_errors)
+    during_load = [e for e in errors[seen_before:] if e["kind"] == "pageerror" and not is_noise(e)]
+    assert not during_load, f"uncaught exceptions while {workflow_path.name} loaded:\n" + _format(during_load)
+    if real:
+        print("frontend errors, not the pack's (reported, not failed):\n" + _format(real))
+
+
+def _format(errors: list[dict]) -> str:
+    return "\n".join(f"  {e['kind']}: {e['text'].strip()} {e['url']}".rstrip() for e in errors)

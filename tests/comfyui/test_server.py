@@ -1,0 +1,144 @@
+"""The pack inside a real ComfyUI server: registration, shipped workflows, errors (needs COMFYUI_PATH)."""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.comfyui
+
+PACK_ROOT = Path(__file__).resolve().parents[2]
+PACK_LINK_NAME = "comfyui-singer"  # as in conftest.py
+WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
+SHORT_SONG_NAME = "singer_short_song.wav"  # 0.2 s, written by the comfy_server fixture
+
+
+def _node_ids_by_class() -> dict[str, str]:
+    """Class name -> node_id for every class in nodes/*.py whose define_schema passes node_id="..."."""
+    found: dict[str, str] = {}
+    for path in sorted((PACK_ROOT / "nodes").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+            for method in cls.body:
+                if not (isinstance(method, ast.FunctionDef) and method.name == "define_schema"):
+                    continue
+                for call in (n for n in ast.walk(method) if isinstance(n, ast.Call)):
+                    for keyword in call.keywords:
+                        if keyword.arg == "node_id" and isinstance(keyword.value, ast.Constant):
+                            found[cls.name] = keyword.value.value
+    return found
+
+
+def _registry_class_names() -> list[str]:
+    """Names listed in ``NODES = [...]`` of nodes/__init__.py (the pack's one registry)."""
+    tree = ast.parse((PACK_ROOT / "nodes" / "__init__.py").read_text(encoding="utf-8"))
+    for statement in tree.body:
+        targets = [statement.target] if isinstance(statement, ast.AnnAssign) else getattr(statement, "targets", [])
+        if any(isinstance(t, ast.Name) and t.id == "NODES" for t in targets):
+            return [element.id for element in statement.value.elts if isinstance(element, ast.Name)]
+    pytest.fail("nodes/__init__.py has no NODES = [...] registry")
+
+
+def expected_node_ids() -> list[str]:
+    by_class = _node_ids_by_class()
+    registry = _registry_class_names()
+    missing = [name for name in registry if name not in by_class]
+    assert not missing, f"registry entries without a define_schema node_id in nodes/*.py: {missing}"
+    unregistered = sorted(set(by_class) - set(registry))
+    assert not unregistered, f"nodes defined in nodes/*.py but missing from the NODES registry: {unregistered}"
+    return [by_class[name] for name in registry]
+
+
+def _execution_error(entry: dict) -> dict | None:
+    for kind, data in entry.get("status", {}).get("messages", []):
+        if kind == "execution_error":
+            return data
+    return None
+
+
+def _assert_success(entry: dict) -> None:
+    status = entry.get("status", {})
+    error = _execution_error(entry)
+    assert status.get("status_str") == "success", (
+        f"prompt failed: {error.get('node_type')}: {error.get('exception_message')}" if error else f"status {status}"
+    )
+
+
+def test_pack_imports_without_errors(comfy_server):
+    log = comfy_server.log_text()
+    bad = [line for line in log.splitlines()
+           if PACK_LINK_NAME in line and ("Cannot import" in line or "IMPORT FAILED" in line)]
+    assert not bad, "ComfyUI could not import the pack:\n" + "\n".join(bad) + "\n" + comfy_server.log_tail()
+    assert f"custom_nodes/{PACK_LINK_NAME}" in log, "the pack folder is missing from the import-times report"
+
+
+def test_every_registered_node_is_served_with_category_and_tooltips(comfy_server):
+    node_ids = expected_node_ids()
+    assert node_ids, "the NODES registry is empty"
+    info = comfy_server.object_info()
+    for node_id in node_ids:
+        assert node_id.startswith("Singer"), f"{node_id}: node ids start with 'Singer'"
+        assert node_id in info, f"{node_id} is not in /object_info; log tail:\n{comfy_server.log_tail()}"
+        entry = info[node_id]
+        assert entry["category"].startswith("SINGER/"), f"{node_id}: category {entry['category']!r}"
+        for section in ("required", "optional"):
+            for name, spec in entry["input"].get(section, {}).items():
+                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                assert options.get("tooltip"), f"{node_id}.{name} ({section}) has no tooltip"
+
+
+@pytest.mark.parametrize("workflow_path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_shipped_workflow_runs(comfy_server, workflow_path: Path):
+    workflow = json.loads(workflow_path.read_text(encoding="utf-8"))
+    prompt = comfy_server.workflow_to_prompt(workflow)
+    info = comfy_server.object_info()
+
+    entry = comfy_server.run_prompt(prompt)
+
+    _assert_success(entry)
+    output_nodes = [node_id for node_id, node in prompt.items() if info[node["class_type"]].get("output_node")]
+    assert output_nodes, f"{workflow_path.name} has no output node"
+    for node_id in output_nodes:
+        images = entry["outputs"].get(node_id, {}).get("images", [])
+        assert images, f"{workflow_path.name}: output node {node_id} ({prompt[node_id]['class_type']}) made no images"
+        if workflow_path.stem == "wavelet_subbands":
+            _assert_real_picture(comfy_server.view_bytes(images[0]))
+
+
+def _assert_real_picture(data: bytes) -> None:
+    import numpy as np
+    from PIL import Image
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "GET /view did not return a PNG"
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert pixels.shape[1] > 200, f"the sub-band grid is only {pixels.shape[1]} px wide"
+    assert (pixels != pixels[0, 0]).any(), "the sub-band grid is a single colour"
+
+
+def _subbands_prompt(song: str, levels: int) -> dict:
+    return {
+        "1": {"class_type": "LoadAudio", "inputs": {"audio": song}},
+        "2": {"class_type": "SingerWaveletSubbands",
+              "inputs": {"audio": ["1", 0], "levels": levels, "n_mels": 80, "normalize": "band",
+                         "colormap": "viridis", "band_order": "pywt", "mode": "symmetric", "cell_height": 96}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+
+
+def test_bad_input_gives_a_clear_error_and_the_server_stays_healthy(comfy_server):
+    entry = comfy_server.run_prompt(_subbands_prompt(SHORT_SONG_NAME, levels=6))
+
+    assert entry["status"]["status_str"] == "error", "levels=6 on a 0.2 s song should fail"
+    error = _execution_error(entry)
+    assert error is not None, f"no execution_error message in {entry['status']}"
+    assert error["node_type"] == "SingerWaveletSubbands"
+    message = error["exception_message"]
+    assert "SingerWaveletSubbands" in message, f"the message does not name the node: {message!r}"
+    assert re.search(r"fewer levels|longer", message), f"the message does not say what to change: {message!r}"
+
+    _assert_success(comfy_server.run_prompt(_subbands_prompt(SHORT_SONG_NAME, levels=1)))

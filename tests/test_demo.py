@@ -1,0 +1,35 @@
+"""`make demo` writes the song and its sub-band view."""
+
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from singer_core import demo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_writes_song_and_subband_image(tmp_path):
+    assert demo.main(["--out", str(tmp_path), "--seconds", "2", "--levels", "3"]) == 0
+    with wave.open(str(tmp_path / "song.wav")) as handle:
+        assert handle.getframerate() == 16000 and handle.getnframes() == 32000
+    image = np.asarray(Image.open(tmp_path / "subbands.png"))
+    assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] > 200 and image.std() > 10
+
+
+def test_benchmark_smoke(tmp_path):
+    """The benchmark script runs end to end (tiny shapes) and reports every peer; no timing asserts."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "wavelet.py"), "--quick",
+                             "--json", str(tmp_path / "rows.json")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert {row["direction"] for row in rows} == {"forward", "inverse"}
+    for row in rows:
+        assert {"ours (out=)", "ours (alloc)", "ptwt", "pytorch_wavelets", "PyWavelets"} <= set(row["timings_ms"])
+        assert row["best_peer"] and row["speedup_vs_best_peer"] > 0
+    assert "copy floor" in result.stdout and "the best peer" in result.stdout

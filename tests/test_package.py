@@ -1,0 +1,171 @@
+"""Packaging and layering rules: the core never imports ComfyUI, nothing happens on import,
+the pack's entry point is inert without ComfyUI, node/workflow conventions hold."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = {"comfy", "comfy_api", "comfy_extras", "folder_paths", "server", "nodes", "execution"}
+CORE_NODE_TYPES = {"LoadAudio", "PreviewImage", "SaveImage", "PreviewAudio", "SaveAudio", "LoadImage",
+                   "SaveVideo", "CreateVideo", "GetVideoComponents", "LoadVideo"}
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_core_never_imports_comfyui_sources():
+    offenders = []
+    for path in (ROOT / "singer_core").rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+    assert not offenders
+
+
+def test_core_imports_without_comfyui_and_without_work():
+    result = _run_python(
+        "import sys, time\n"
+        "t = time.perf_counter()\n"
+        "import singer_core, singer_core.ops, singer_core.spectral.visualize, singer_core.audio.synth, "
+        "singer_core.audio.io, singer_core.demo\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in %r)\n"
+        "assert not bad, bad\n"
+        "assert 'numba' not in sys.modules, 'numba must be imported lazily'\n"
+        "assert 'cv2' not in sys.modules, 'cv2 must be imported lazily'\n"
+        "print('ok')\n" % (FORBIDDEN,)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_pack_entry_point_is_inert_without_comfyui():
+    spec = importlib.util.spec_from_file_location("singer_pack_under_test", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.WEB_DIRECTORY == "./web"
+    assert not hasattr(module, "comfy_entrypoint")
+    assert not hasattr(module, "NODE_CLASS_MAPPINGS"), "V1 mappings would make ComfyUI skip comfy_entrypoint"
+
+
+def test_kernels_survive_being_imported_under_comfyui_style_names(tmp_path):
+    """ComfyUI imports the pack under a path-derived module name. Kernels compiled there must
+    not poison a later plain `import singer_core` (numba's on-disk cache did, once)."""
+    code_as_pack = (
+        "import importlib.util, sys, torch\n"
+        f"root = {str(ROOT)!r}\n"
+        "name = root + '/custom_nodes/comfyui-singer'\n"
+        "spec = importlib.util.spec_from_file_location(name, root + '/__init__.py', submodule_search_locations=[root])\n"
+        "pack = importlib.util.module_from_spec(spec); sys.modules[name] = pack; spec.loader.exec_module(pack)\n"
+        "wavelet = importlib.import_module(name + '.singer_core.ops.wavelet')\n"
+        "print(float(wavelet.haar_dwt2(torch.ones(2, 4, 4))[:, 0].sum()))\n"
+    )
+    code_plain = "import torch\nfrom singer_core.ops.wavelet import haar_dwt2\nprint(float(haar_dwt2(torch.ones(2, 4, 4))[:, 0].sum()))\n"
+    for code in (code_as_pack, code_plain, code_as_pack):
+        result = _run_python(code)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "16.0"
+
+
+def _node_schemas():
+    """(node_id, category, inputs-without-tooltip) for every node, read with ast (no ComfyUI needed)."""
+    found = []
+    for path in sorted((ROOT / "nodes").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for call in ast.walk(tree):
+            if isinstance(call, ast.Call) and getattr(call.func, "attr", None) == "Schema":
+                keywords = {k.arg: k.value for k in call.keywords}
+                node_id = ast.literal_eval(keywords["node_id"])
+                category = ast.literal_eval(keywords["category"])
+                missing = []
+                for item in getattr(keywords.get("inputs"), "elts", []):
+                    if not any(k.arg == "tooltip" for k in item.keywords):
+                        missing.append(ast.literal_eval(item.args[0]))
+                found.append((node_id, category, missing, path.name))
+    return found
+
+
+def test_node_conventions():
+    schemas = _node_schemas()
+    assert schemas, "no nodes found"
+    registry = (ROOT / "nodes" / "__init__.py").read_text()
+    for node_id, category, missing, filename in schemas:
+        assert node_id.startswith("Singer"), node_id
+        assert category.startswith("SINGER/"), (node_id, category)
+        assert not missing, f"{node_id} ({filename}): inputs without tooltip: {missing}"
+        assert re.search(rf"\b{node_id}\b", registry), f"{node_id} is not in the registry (nodes/__init__.py)"
+
+
+def test_workflows_are_valid_ui_json_with_known_nodes():
+    ours = {node_id for node_id, *_ in _node_schemas()}
+    workflows = sorted((ROOT / "workflows").glob("*.json"))
+    assert workflows
+    for path in workflows:
+        data = json.loads(path.read_text())
+        ids = {node["id"] for node in data["nodes"]}
+        for node in data["nodes"]:
+            assert node["type"] in ours | CORE_NODE_TYPES, f"{path.name}: unknown node type {node['type']}"
+        for link_id, src, _, dst, _, _ in data["links"]:
+            assert src in ids and dst in ids, f"{path.name}: link {link_id} points to a missing node"
+        assert any(node["type"] in ours for node in data["nodes"]), f"{path.name} uses none of our nodes"
+
+
+def test_pyproject_metadata():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    deps = {re.split(r"[<>=!~ \[]", d)[0].lower() for d in project["project"]["dependencies"]}
+    for needed in ("torch", "torchaudio", "diffusers", "transformers", "safetensors", "opencv-python",
+                   "huggingface_hub", "av", "numpy"):
+        assert needed in deps, needed
+    torch_spec = next(d for d in project["project"]["dependencies"] if d.startswith("torch"))
+    assert "==" not in torch_spec, "ComfyUI owns torch: never pin it in the package"
+    assert "test" in project["project"]["optional-dependencies"]
+    comfy = project["tool"]["comfy"]
+    assert comfy["PublisherId"] and comfy["DisplayName"]
+    constraints = (ROOT / "constraints.txt").read_text()
+    for pin in ("torch==2.11.0", "torchaudio==2.11.0", "torchvision==0.26.0"):
+        assert pin in constraints
+
+
+def test_no_unpickling_and_no_path_hacks():
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        if ".venv" in path.parts or "build" in path.parts:
+            continue
+        text = path.read_text()
+        rel = path.relative_to(ROOT)
+        for match in re.finditer(r"torch\.load\(([^)]*)\)", text):
+            if "weights_only=True" not in match.group(1) and rel.parts[0] != "tests":
+                offenders.append(f"{rel}: torch.load without weights_only=True")
+        if re.search(r"sys\.path\.(insert|append)", text) and str(rel) not in ("tests/comfyui/conftest.py",):
+            if rel.name != "test_package.py":
+                offenders.append(f"{rel}: sys.path edit")
+    assert not offenders
+
+
+def test_readme_documents_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    for needle in ("make demo", "make test", "COMFYUI_PATH", "custom_nodes"):
+        assert needle in readme, needle
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("target", ["setup", "test", "demo", "bench"])
+def test_makefile_targets_exist(target):
+    assert re.search(rf"^{target}:", (ROOT / "Makefile").read_text(), re.M)

@@ -1,0 +1,123 @@
+"""Sub-band view: geometry, band placement, normalisation, log-mel front end, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from singer_core.audio.synth import sing
+from singer_core.ops.wavelet import haar_dwt2
+from singer_core.spectral.visualize import (
+    SubbandViewConfig,
+    audio_subband_image,
+    log_mel_plane,
+    subband_grid,
+)
+
+
+def _cell_boxes(config: SubbandViewConfig, image: np.ndarray):
+    """Pixel boxes of every (level, band) cell, derived from the layout rules."""
+    label = 14 if config.labels else 0
+    gap = 2
+    cell_w = (image.shape[1] - gap) // 4 - gap
+    boxes = {}
+    for level in range(config.levels):
+        top = gap + level * (label + config.cell_height + gap) + label
+        for band in range(4):
+            left = gap + band * (cell_w + gap)
+            boxes[level, band] = (slice(top, top + config.cell_height), slice(left, left + cell_w))
+    return boxes
+
+
+def test_grid_geometry_and_dtype():
+    config = SubbandViewConfig(levels=3, cell_height=48)
+    image = subband_grid(torch.randn(64, 200), config)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert image.shape[0] == 3 * (14 + 48 + 2) + 2
+    no_labels = subband_grid(torch.randn(64, 200), SubbandViewConfig(levels=3, cell_height=48, labels=False))
+    assert no_labels.shape[0] == 3 * (48 + 2) + 2
+
+
+def test_horizontal_stripes_light_up_only_the_lh_cell():
+    """Rows alternating +1/-1 have all their energy in LH (cH): the other detail cells of
+    level 1 stay at the colour of zero, the LH cell shows the full range."""
+    plane = -torch.ones(32, 32)
+    plane[::2] = 1.0
+    bands = haar_dwt2(plane)
+    assert bands[1].abs().sum() > 0 and bands[2].abs().sum() == 0
+    config = SubbandViewConfig(levels=1, colormap="gray", labels=False, cell_height=32, normalize="shared")
+    image = subband_grid(plane, config)
+    boxes = _cell_boxes(config, image)
+    lh = image[boxes[0, 1]]
+    hl = image[boxes[0, 2]]
+    hh = image[boxes[0, 3]]
+    assert lh.std() < 1 and abs(int(lh.mean()) - 255) <= 1  # constant +peak -> top of the gray ramp
+    for cell in (hl, hh):
+        assert cell.std() == 0 and abs(int(cell.mean()) - 128) <= 1  # zero -> middle grey
+
+
+def test_singer_order_swaps_the_detail_columns():
+    plane = -torch.ones(32, 32)
+    plane[::2] = 1.0
+    config = SubbandViewConfig(levels=1, colormap="gray", labels=False, cell_height=32, order="singer")
+    image = subband_grid(plane, config)
+    boxes = _cell_boxes(config, image)
+    assert image[boxes[0, 2]].mean() > 250 and abs(image[boxes[0, 1]].mean() - 128) <= 1
+
+
+def test_band_vs_shared_normalisation():
+    plane = torch.zeros(32, 32)
+    plane[::2] += 10.0  # strong horizontal detail
+    plane[:, ::2] += 0.1 * torch.randn(32, 16)  # weak vertical detail
+    band = SubbandViewConfig(levels=1, colormap="gray", labels=False, cell_height=32, normalize="band")
+    shared = SubbandViewConfig(levels=1, colormap="gray", labels=False, cell_height=32, normalize="shared")
+    per_band = subband_grid(plane, band)
+    one_range = subband_grid(plane, shared)
+    hl_band = per_band[_cell_boxes(band, per_band)[0, 2]].astype(float)
+    hl_shared = one_range[_cell_boxes(shared, one_range)[0, 2]].astype(float)
+    assert hl_band.std() > 10 * hl_shared.std()  # per-band stretches the weak band, shared keeps it faint
+
+
+def test_log_mel_plane_shape_and_range():
+    song = sing(2.0, seed=3)
+    plane = log_mel_plane(song.waveform, song.sample_rate, n_mels=64)
+    assert plane.shape[0] == 64
+    assert abs(plane.shape[1] - 2.0 / 0.0125) <= 2
+    assert float(plane.max() - plane.min()) <= 80.0 + 1e-3
+    stereo = torch.stack([song.waveform, song.waveform])
+    torch.testing.assert_close(log_mel_plane(stereo, song.sample_rate, n_mels=64), plane)
+
+
+def test_audio_subband_image_on_a_song_and_silence(caplog):
+    song = sing(3.0, seed=4)
+    image = audio_subband_image(song.waveform, song.sample_rate, SubbandViewConfig(levels=3))
+    assert image.std() > 10
+    silent = audio_subband_image(torch.zeros(48000), 48000, SubbandViewConfig(levels=2))
+    assert "silent" in caplog.text
+    assert silent.shape[2] == 3
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: subband_grid(torch.randn(3, 4, 5)), "2D tensor"),
+        (lambda: subband_grid(torch.full((8, 8), float("nan"))), "NaN"),
+        (lambda: subband_grid(torch.randn(8, 8), SubbandViewConfig(levels=4)), "at least 16 samples"),
+        (lambda: log_mel_plane(torch.zeros(0), 16000), "empty"),
+        (lambda: log_mel_plane(torch.full((100,), float("inf")), 16000), "NaN or infinite"),
+        (lambda: log_mel_plane(torch.zeros(1000), 4000), "sample_rate"),
+        (lambda: SubbandViewConfig(levels=0), "levels"),
+        (lambda: SubbandViewConfig(colormap="rainbow"), "colormap"),
+        (lambda: SubbandViewConfig(normalize="global"), "normalize"),
+        (lambda: SubbandViewConfig.from_json('{"levels": 2, "colour": "red"}'), "unknown keys"),
+    ],
+)
+def test_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_config_json_round_trip():
+    config = SubbandViewConfig(levels=4, colormap="magma", order="singer")
+    assert SubbandViewConfig.from_json(config.to_json()) == config
