@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 
 PACK_ROOT = Path(__file__).resolve().parents[2]  # tests/comfyui/conftest.py -> repository root
 PACK_LINK_NAME = "comfyui-singer"  # the pack's folder name inside custom_nodes/
-WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 SONG_NAME = "singer_example_song.wav"  # the file the shipped workflows load
 SHORT_SONG_NAME = "singer_short_song.wav"  # 0.2 s: too short for deep decompositions
 
@@ -88,6 +87,7 @@ class ComfyServer:
     base_dir: Path  # the --base-directory (custom_nodes/, input/, output/, user/)
     log_path: Path  # stdout + stderr of the server
     process: subprocess.Popen
+    pack_dir_name: str = PACK_LINK_NAME  # the pack's folder name under custom_nodes/
     client_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
     _object_info: dict | None = None
 
@@ -138,9 +138,8 @@ class ComfyServer:
             response = self.get(f"/history/{prompt_id}")
             response.raise_for_status()
             entry = response.json().get(prompt_id)
-            if entry and entry.get("status", {}).get("completed") is not None:
-                if entry["status"].get("status_str") in ("success", "error"):
-                    return entry
+            if entry and entry.get("status", {}).get("status_str") in ("success", "error"):
+                return entry
             time.sleep(0.2)
         pytest.fail(f"prompt {prompt_id} did not finish within {timeout_s:.0f} s; log tail:\n{self.log_tail()}")
 
