@@ -121,3 +121,10 @@ def test_clear_errors(call, match):
 def test_config_json_round_trip():
     config = SubbandViewConfig(levels=4, colormap="magma", order="singer")
     assert SubbandViewConfig.from_json(config.to_json()) == config
+
+
+def test_too_many_levels_for_a_short_clip_says_what_to_change():
+    with pytest.raises(ValueError, match=r"0\.20 s clip gives 80 bins x 17 frames.*lower 'levels' to 4.*at least 0\.80 s"):
+        audio_subband_image(sing(0.2, seed=1).waveform, 16000, SubbandViewConfig(levels=6))
+    with pytest.raises(ValueError, match=r"raise 'n_mels' to at least 64"):
+        audio_subband_image(sing(2.0, seed=1).waveform, 16000, SubbandViewConfig(levels=6), n_mels=32)

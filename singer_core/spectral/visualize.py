@@ -224,6 +224,20 @@ def audio_subband_image(
 ) -> np.ndarray:
     """Log-mel spectrogram of the audio -> sub-band grid (uint8 RGB)."""
     plane = log_mel_plane(waveform, sample_rate, n_mels=n_mels)
+    deepest = min(wavelet.max_level(s) for s in plane.shape)
+    if config.levels > deepest:
+        need = 2**config.levels
+        seconds = waveform.shape[-1] / sample_rate
+        fixes = [f"lower 'levels' to {deepest}"] if deepest >= 1 else []
+        if plane.shape[1] < need:
+            fixes.append(f"use a clip of at least {need * 0.0125:.2f} s")
+        if plane.shape[0] < need:
+            fixes.append(f"raise 'n_mels' to at least {need}")
+        raise ValueError(
+            f"{config.levels} wavelet level(s) need at least {need} mel bins and {need} spectrogram frames, "
+            f"but this {seconds:.2f} s clip gives {plane.shape[0]} bins x {plane.shape[1]} frames "
+            f"(12.5 ms each); " + " or ".join(fixes)
+        )
     if float(plane.max() - plane.min()) == 0.0:
         logger.warning("audio_subband_image: the audio is silent; every band will be flat")
     return subband_grid(plane, config)
