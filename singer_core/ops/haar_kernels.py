@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -43,11 +44,13 @@ def _compiled():
 
     def make_2d(ih: int, iv: int):
         """Kernels for one band order; ih/iv (plane of cH/cV) are compile-time constants so the
-        stores vectorise. sg (+-1) is the high-pass sign convention."""
+        stores vectorise. Scale factors arrive as scalars of the array's dtype (a Python float
+        would be typed float64 and push float32 arithmetic to float64): ``half`` = 0.5 and
+        ``half_sg`` = 0.5 * sign, where sign (+-1) is the high-pass convention."""
 
         # x: (B, h, 2, w, 2) view of (B, H, W); out: (B, 4, h, w)
         @njit(**opts)
-        def dwt2_images(x, out, sg):
+        def dwt2_images(x, out, half, half_sg):
             nb, h, _, w, _ = x.shape
             for b in prange(nb):
                 for i in range(h):
@@ -60,13 +63,13 @@ def _compiled():
                         d0 = a - bb
                         s1 = c + d
                         d1 = c - d
-                        out[b, 0, i, j] = 0.5 * (s0 + s1)
-                        out[b, ih, i, j] = (0.5 * sg) * (s0 - s1)
-                        out[b, iv, i, j] = (0.5 * sg) * (d0 + d1)
-                        out[b, 3, i, j] = 0.5 * (d0 - d1)
+                        out[b, 0, i, j] = half * (s0 + s1)
+                        out[b, ih, i, j] = half_sg * (s0 - s1)
+                        out[b, iv, i, j] = half_sg * (d0 + d1)
+                        out[b, 3, i, j] = half * (d0 - d1)
 
         @njit(**opts)
-        def dwt2_rows(x, out, sg):
+        def dwt2_rows(x, out, half, half_sg):
             nb, h, _, w, _ = x.shape
             for r in prange(nb * h):
                 b = r // h
@@ -80,50 +83,50 @@ def _compiled():
                     d0 = a - bb
                     s1 = c + d
                     d1 = c - d
-                    out[b, 0, i, j] = 0.5 * (s0 + s1)
-                    out[b, ih, i, j] = (0.5 * sg) * (s0 - s1)
-                    out[b, iv, i, j] = (0.5 * sg) * (d0 + d1)
-                    out[b, 3, i, j] = 0.5 * (d0 - d1)
+                    out[b, 0, i, j] = half * (s0 + s1)
+                    out[b, ih, i, j] = half_sg * (s0 - s1)
+                    out[b, iv, i, j] = half_sg * (d0 + d1)
+                    out[b, 3, i, j] = half * (d0 - d1)
 
         # y: (B, 4, h, w); out: (B, h, 2, w, 2) view of (B, H, W)
         @njit(**opts)
-        def idwt2_images(y, out, sg):
+        def idwt2_images(y, out, half, half_sg):
             nb, _, h, w = y.shape
             for b in prange(nb):
                 for i in range(h):
                     for j in range(w):
-                        ca = y[b, 0, i, j]
-                        ch = sg * y[b, ih, i, j]
-                        cv = sg * y[b, iv, i, j]
-                        cd = y[b, 3, i, j]
+                        ca = half * y[b, 0, i, j]
+                        ch = half_sg * y[b, ih, i, j]
+                        cv = half_sg * y[b, iv, i, j]
+                        cd = half * y[b, 3, i, j]
                         p = ca + ch
                         q = ca - ch
                         u = cv + cd
                         v = cv - cd
-                        out[b, i, 0, j, 0] = 0.5 * (p + u)
-                        out[b, i, 0, j, 1] = 0.5 * (p - u)
-                        out[b, i, 1, j, 0] = 0.5 * (q + v)
-                        out[b, i, 1, j, 1] = 0.5 * (q - v)
+                        out[b, i, 0, j, 0] = (p + u)
+                        out[b, i, 0, j, 1] = (p - u)
+                        out[b, i, 1, j, 0] = (q + v)
+                        out[b, i, 1, j, 1] = (q - v)
 
         @njit(**opts)
-        def idwt2_rows(y, out, sg):
+        def idwt2_rows(y, out, half, half_sg):
             nb, _, h, w = y.shape
             for r in prange(nb * h):
                 b = r // h
                 i = r - b * h
                 for j in range(w):
-                    ca = y[b, 0, i, j]
-                    ch = sg * y[b, ih, i, j]
-                    cv = sg * y[b, iv, i, j]
-                    cd = y[b, 3, i, j]
+                    ca = half * y[b, 0, i, j]
+                    ch = half_sg * y[b, ih, i, j]
+                    cv = half_sg * y[b, iv, i, j]
+                    cd = half * y[b, 3, i, j]
                     p = ca + ch
                     q = ca - ch
                     u = cv + cd
                     v = cv - cd
-                    out[b, i, 0, j, 0] = 0.5 * (p + u)
-                    out[b, i, 0, j, 1] = 0.5 * (p - u)
-                    out[b, i, 1, j, 0] = 0.5 * (q + v)
-                    out[b, i, 1, j, 1] = 0.5 * (q - v)
+                    out[b, i, 0, j, 0] = (p + u)
+                    out[b, i, 0, j, 1] = (p - u)
+                    out[b, i, 1, j, 0] = (q + v)
+                    out[b, i, 1, j, 1] = (q - v)
 
         return {"dwt2_images": dwt2_images, "dwt2_rows": dwt2_rows,
                 "idwt2_images": idwt2_images, "idwt2_rows": idwt2_rows}
@@ -131,47 +134,47 @@ def _compiled():
     # ------------------------------------------------------------------ 1D
     # x: (O, m, 2, I) view of (O, n, I); out: (O, 2, m, I)
     @njit(**opts)
-    def dwt1(x, out, sg):
+    def dwt1(x, out, scale, scale_sg):
         no, m, _, ni = x.shape
         for o in prange(no):
             for k in range(m):
                 for t in range(ni):
                     a = x[o, k, 0, t]
                     b = x[o, k, 1, t]
-                    out[o, 0, k, t] = _SQRT_HALF * (a + b)
-                    out[o, 1, k, t] = (_SQRT_HALF * sg) * (a - b)
+                    out[o, 0, k, t] = scale * (a + b)
+                    out[o, 1, k, t] = scale_sg * (a - b)
 
     # x: (O, m, 2) view of (O, n) -- the transformed axis is the last one
     @njit(**opts)
-    def dwt1_last(x, out, sg):
+    def dwt1_last(x, out, scale, scale_sg):
         no, m, _ = x.shape
         for o in prange(no):
             for k in range(m):
                 a = x[o, k, 0]
                 b = x[o, k, 1]
-                out[o, 0, k] = _SQRT_HALF * (a + b)
-                out[o, 1, k] = (_SQRT_HALF * sg) * (a - b)
+                out[o, 0, k] = scale * (a + b)
+                out[o, 1, k] = scale_sg * (a - b)
 
     @njit(**opts)
-    def idwt1(y, out, sg):
+    def idwt1(y, out, scale, scale_sg):
         no, _, m, ni = y.shape
         for o in prange(no):
             for k in range(m):
                 for t in range(ni):
-                    lo = y[o, 0, k, t]
-                    hi = sg * y[o, 1, k, t]
-                    out[o, k, 0, t] = _SQRT_HALF * (lo + hi)
-                    out[o, k, 1, t] = _SQRT_HALF * (lo - hi)
+                    lo = scale * y[o, 0, k, t]
+                    hi = scale_sg * y[o, 1, k, t]
+                    out[o, k, 0, t] = lo + hi
+                    out[o, k, 1, t] = lo - hi
 
     @njit(**opts)
-    def idwt1_last(y, out, sg):
+    def idwt1_last(y, out, scale, scale_sg):
         no, _, m = y.shape
         for o in prange(no):
             for k in range(m):
-                lo = y[o, 0, k]
-                hi = sg * y[o, 1, k]
-                out[o, k, 0] = _SQRT_HALF * (lo + hi)
-                out[o, k, 1] = _SQRT_HALF * (lo - hi)
+                lo = scale * y[o, 0, k]
+                hi = scale_sg * y[o, 1, k]
+                out[o, k, 0] = lo + hi
+                out[o, k, 1] = lo - hi
 
     return {
         (1, 2): make_2d(1, 2),  # pywt order: cH in plane 1, cV in plane 2
@@ -187,16 +190,22 @@ def _compiled():
 def available(t: torch.Tensor) -> bool:
     """Whether the fused kernels can handle ``t`` (CPU float32/float64, numba importable)."""
     return (
-        t.device.type == "cpu"
+        t.is_cpu
         and t.dtype in (torch.float32, torch.float64)
         and not t.is_conj()
         and _compiled() is not None
     )
 
 
-def _by_images(n_images: int, n_rows: int) -> bool:
+@functools.lru_cache(maxsize=None)
+def _scalars(dtype: torch.dtype, *values: float):
+    """Python floats -> numpy scalars of ``dtype`` (numba would type a float as float64)."""
+    kind = np.float32 if dtype == torch.float32 else np.float64
+    return tuple(kind(v) for v in values)
+
+
+def _by_images(threads: int, n_images: int, n_rows: int) -> bool:
     """Parallelise over whole images when there are enough of them to keep every thread busy."""
-    threads = _compiled()["threads"]
     return n_images >= 4 * threads or n_rows < 4 * threads
 
 
@@ -204,41 +213,45 @@ def dwt2(x: torch.Tensor, out: torch.Tensor, ih: int, iv: int, sign: float) -> N
     """x: contiguous (B, H, W), H and W even -> out: contiguous (B, 4, H/2, W/2)."""
     k = _compiled()
     nb, height, width = x.shape
-    xv = x.view(nb, height // 2, 2, width // 2, 2).numpy()
     kernels = k[(ih, iv)]
-    kernel = kernels["dwt2_images"] if _by_images(nb, nb * height // 2) else kernels["dwt2_rows"]
+    name = "dwt2_images" if _by_images(k["threads"], nb, nb * height // 2) else "dwt2_rows"
+    half, half_sg = _scalars(x.dtype, 0.5, 0.5 * sign)
+    xv = x.numpy().reshape(nb, height // 2, 2, width // 2, 2)
     with _LOCK:
-        kernel(xv, out.numpy(), float(sign))
+        kernels[name](xv, out.numpy(), half, half_sg)
 
 
 def idwt2(y: torch.Tensor, out: torch.Tensor, ih: int, iv: int, sign: float) -> None:
     """y: contiguous (B, 4, h, w) -> out: contiguous (B, 2h, 2w)."""
     k = _compiled()
     nb, _, h, w = y.shape
-    ov = out.view(nb, h, 2, w, 2).numpy()
     kernels = k[(ih, iv)]
-    kernel = kernels["idwt2_images"] if _by_images(nb, nb * h) else kernels["idwt2_rows"]
+    name = "idwt2_images" if _by_images(k["threads"], nb, nb * h) else "idwt2_rows"
+    half, half_sg = _scalars(y.dtype, 0.5, 0.5 * sign)
+    ov = out.numpy().reshape(nb, h, 2, w, 2)
     with _LOCK:
-        kernel(y.numpy(), ov, float(sign))
+        kernels[name](y.numpy(), ov, half, half_sg)
 
 
 def dwt1(x: torch.Tensor, out: torch.Tensor, sign: float) -> None:
     """x: contiguous (O, n, I), n even -> out: contiguous (O, 2, n/2, I)."""
     k = _compiled()
     no, n, ni = x.shape
+    scale, scale_sg = _scalars(x.dtype, _SQRT_HALF, _SQRT_HALF * sign)
     with _LOCK:
         if ni == 1:
-            k["dwt1_last"](x.view(no, n // 2, 2).numpy(), out.view(no, 2, n // 2).numpy(), float(sign))
+            k["dwt1_last"](x.numpy().reshape(no, n // 2, 2), out.numpy().reshape(no, 2, n // 2), scale, scale_sg)
         else:
-            k["dwt1"](x.view(no, n // 2, 2, ni).numpy(), out.numpy(), float(sign))
+            k["dwt1"](x.numpy().reshape(no, n // 2, 2, ni), out.numpy(), scale, scale_sg)
 
 
 def idwt1(y: torch.Tensor, out: torch.Tensor, sign: float) -> None:
     """y: contiguous (O, 2, m, I) -> out: contiguous (O, 2m, I)."""
     k = _compiled()
     no, _, m, ni = y.shape
+    scale, scale_sg = _scalars(y.dtype, _SQRT_HALF, _SQRT_HALF * sign)
     with _LOCK:
         if ni == 1:
-            k["idwt1_last"](y.view(no, 2, m).numpy(), out.view(no, m, 2).numpy(), float(sign))
+            k["idwt1_last"](y.numpy().reshape(no, 2, m), out.numpy().reshape(no, m, 2), scale, scale_sg)
         else:
-            k["idwt1"](y.numpy(), out.view(no, m, 2, ni).numpy(), float(sign))
+            k["idwt1"](y.numpy(), out.numpy().reshape(no, m, 2, ni), scale, scale_sg)
