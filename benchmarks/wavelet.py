@@ -35,7 +35,7 @@ QUICK_SHAPES = [(2, 1, 64, 10), (2, 16, 8, 8)]
 
 
 def _median_ms(fn, repeat: int, sync=lambda: None) -> float:
-    for _ in range(3):
+    for _ in range(max(3, repeat // 5)):  # warm-up: JIT compile, thread pools, first-touch pages
         fn()
     sync()
     times = []
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     shapes = QUICK_SHAPES if args.quick else SHAPES
-    repeat = args.repeat or (3 if args.quick else 20)
+    repeat = args.repeat or (3 if args.quick else 50)
     print(f"torch {torch.__version__}, {args.threads} thread(s), numba kernels: "
           f"{'yes' if haar_kernels._compiled() is not None else 'no (torch path)'}; "
           f"median of {repeat} runs")
