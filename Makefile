@@ -29,6 +29,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/wavelet.py
+	$(BIN)/python benchmarks/separation.py
 
 # Developers: install a ComfyUI checkout's requirements into the same venv, so the
 # `comfyui`/`browser` tests can run it (COMFYUI_PATH=/path/to/ComfyUI make comfyui-deps).
