@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .audio import (
+    SingerAudioEncode,
+    SingerAudioEncoderLoader,
+    SingerIsolateVocals,
+    SingerLoadAudio,
+    SingerSynthSong,
+)
+from .comfy_bridge import register_model_folders
 from .spectral import SingerWaveletSubbands
 
 NODES: list[type[io.ComfyNode]] = [
+    SingerLoadAudio,
+    SingerSynthSong,
+    SingerIsolateVocals,
+    SingerAudioEncoderLoader,
+    SingerAudioEncode,
     SingerWaveletSubbands,
 ]
 
@@ -17,4 +30,5 @@ class SingerExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> SingerExtension:
+    register_model_folders()
     return SingerExtension()

@@ -8,7 +8,14 @@ from comfy_api.latest import io
 
 from ..singer_core.audio.io import audio_from_comfy
 from ..singer_core.ops.wavelet import MODES
-from ..singer_core.spectral.visualize import COLORMAPS, NORMALIZATIONS, SubbandViewConfig, audio_subband_image
+from ..singer_core.spectral.visualize import (
+    COLORMAPS,
+    NORMALIZATIONS,
+    SubbandViewConfig,
+    audio_subband_image,
+    feature_subband_image,
+)
+from .comfy_bridge import AudioFeatures
 
 
 class SingerWaveletSubbands(io.ComfyNode):
@@ -19,11 +26,17 @@ class SingerWaveletSubbands(io.ComfyNode):
             display_name="Wavelet Sub-bands (SINGER)",
             category="SINGER/spectral",
             description=(
-                "Log-mel spectrogram of the audio, split by the 2D Haar wavelet into LL/LH/HL/HH "
-                "sub-bands at every level (SINGER §3.1): the view the Multi-scale Spectral Module weights."
+                "Haar wavelet sub-bands (LL/LH/HL/HH at every level, SINGER §3.1) of either the log-mel "
+                "spectrogram of an AUDIO, or the d_a x l plane (feature width x frames) of SINGER audio "
+                "features: the view the Multi-scale Spectral Module weights."
             ),
             inputs=[
-                io.Audio.Input("audio", tooltip="Any AUDIO (e.g. from Load Audio); channels are mixed to mono."),
+                io.MultiType.Input(
+                    io.Audio.Input("audio", tooltip="An AUDIO (channels mixed to mono) or SINGER audio features."),
+                    types=[io.Audio, AudioFeatures],
+                    tooltip="An AUDIO (log-mel plane; channels mixed to mono) or SINGER_AUDIO_FEATURES "
+                            "(feature width x frames plane of one row, see 'feature_row').",
+                ),
                 io.Int.Input("levels", default=3, min=1, max=6,
                              tooltip="Decomposition levels, one grid row each. Each level needs twice as many "
                                      "mel bins and frames as the next."),
@@ -41,17 +54,24 @@ class SingerWaveletSubbands(io.ComfyNode):
                                tooltip="How an odd-sized axis is extended by one sample (PyWavelets names)."),
                 io.Int.Input("cell_height", default=96, min=32, max=512, step=8,
                              tooltip="Height in pixels of each band cell."),
+                io.Int.Input("feature_row", default=-1, min=-64, max=63, optional=True,
+                             tooltip="Features only: which row per frame to show (a wav2vec2 layer, or a "
+                                     "sub-frame step); -1 = the last layer."),
             ],
             outputs=[io.Image.Output("image", tooltip="The labelled sub-band grid, one image per audio batch item.")],
         )
 
     @classmethod
-    def execute(cls, audio, levels, n_mels, normalize, colormap, band_order, mode, cell_height) -> io.NodeOutput:
-        waveform, sample_rate = audio_from_comfy(audio, "SingerWaveletSubbands")
+    def execute(cls, audio, levels, n_mels, normalize, colormap, band_order, mode, cell_height,
+                feature_row=-1) -> io.NodeOutput:
         config = SubbandViewConfig(levels=levels, normalize=normalize, colormap=colormap,
                                    order=band_order, mode=mode, cell_height=cell_height)
         try:
-            images = [audio_subband_image(item, sample_rate, config, n_mels=n_mels) for item in waveform]
+            if isinstance(audio, dict):
+                waveform, sample_rate = audio_from_comfy(audio, "SingerWaveletSubbands")
+                images = [audio_subband_image(item, sample_rate, config, n_mels=n_mels) for item in waveform]
+            else:
+                images = [feature_subband_image(audio.features, config, row=feature_row, fps=audio.fps)]
         except ValueError as error:
             raise ValueError(f"SingerWaveletSubbands: {error}") from error
         batch = torch.from_numpy(np.stack(images)).float() / 255.0

@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
@@ -43,12 +42,16 @@ def test_core_imports_without_comfyui_and_without_work():
         "import sys, time\n"
         "t = time.perf_counter()\n"
         "import singer_core, singer_core.ops, singer_core.spectral.visualize, singer_core.audio.synth, "
-        "singer_core.audio.io, singer_core.demo\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in %r)\n"
+        "singer_core.audio.io, singer_core.audio.frames, singer_core.audio.features, "
+        "singer_core.audio.encoders, singer_core.audio.encoder_loading, singer_core.audio.separation, "
+        "singer_core.demo\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
         "assert not bad, bad\n"
         "assert 'numba' not in sys.modules, 'numba must be imported lazily'\n"
         "assert 'cv2' not in sys.modules, 'cv2 must be imported lazily'\n"
-        "print('ok')\n" % (FORBIDDEN,)
+        "for heavy in ('transformers', 'av', 'onnx', 'huggingface_hub'):\n"
+        "    assert heavy not in sys.modules, heavy + ' must be imported lazily'\n"
+        "print('ok')\n"
     )
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
@@ -93,10 +96,19 @@ def _node_schemas():
                 keywords = {k.arg: k.value for k in call.keywords}
                 node_id = ast.literal_eval(keywords["node_id"])
                 category = ast.literal_eval(keywords["category"])
-                missing = []
+                missing, input_ids, output_ids = [], [], []
                 for item in getattr(keywords.get("inputs"), "elts", []):
+                    first = item.args[0]
+                    while isinstance(first, ast.Call):  # MultiType.Input(io.X.Input("id", ...), ...)
+                        first = first.args[0]
+                    input_ids.append(ast.literal_eval(first))
                     if not any(k.arg == "tooltip" for k in item.keywords):
-                        missing.append(ast.literal_eval(item.args[0]))
+                        missing.append(input_ids[-1])
+                for item in getattr(keywords.get("outputs"), "elts", []):
+                    if item.args:
+                        output_ids.append(ast.literal_eval(item.args[0]))
+                clashes = sorted(set(input_ids) & set(output_ids))
+                assert not clashes, f"{node_id}: ComfyUI refuses ids shared by inputs and outputs: {clashes}"
                 found.append((node_id, category, missing, path.name))
     return found
 

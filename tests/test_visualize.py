@@ -128,3 +128,32 @@ def test_too_many_levels_for_a_short_clip_says_what_to_change():
         audio_subband_image(sing(0.2, seed=1).waveform, 16000, SubbandViewConfig(levels=6))
     with pytest.raises(ValueError, match=r"raise 'n_mels' to at least 64"):
         audio_subband_image(sing(2.0, seed=1).waveform, 16000, SubbandViewConfig(levels=6), n_mels=32)
+
+
+def test_feature_plane_is_width_by_time():
+    """The MSM's d_a x l plane: row r of every frame becomes one column of the plane."""
+    from singer_core.spectral.visualize import feature_plane
+
+    features = torch.arange(5 * 3 * 4, dtype=torch.float32).reshape(5, 3, 4)  # (frames, rows, width)
+    plane = feature_plane(features, row=1)
+    assert plane.shape == (4, 5)
+    for frame in range(5):
+        for width in range(4):
+            assert plane[width, frame] == features[frame, 1, width]
+    torch.testing.assert_close(feature_plane(features, row=-1), features[:, 2].T)
+    steps = feature_plane(features, row=None)  # rows laid out in time order
+    assert steps.shape == (4, 15) and steps[2, 3 * 2 + 1] == features[2, 1, 2]
+    with pytest.raises(ValueError, match="row 3 is out of range"):
+        feature_plane(features, row=3)
+    with pytest.raises(ValueError, match="frames, rows, width"):
+        feature_plane(features[0])
+
+
+def test_feature_subband_image_levels_and_error():
+    from singer_core.spectral.visualize import feature_subband_image
+
+    features = torch.randn(50, 2, 64)
+    image = feature_subband_image(features, SubbandViewConfig(levels=2, cell_height=32))
+    assert image.shape[0] == 2 * (14 + 32 + 2) + 2
+    with pytest.raises(ValueError, match=r"lower 'levels' to 5.*at least 2.56 s"):
+        feature_subband_image(features, SubbandViewConfig(levels=6), fps=25.0)

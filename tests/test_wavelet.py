@@ -240,7 +240,7 @@ def test_fused_and_torch_paths_agree(monkeypatch):
     fused1 = haar_dwt1d(x, 1)
     monkeypatch.setattr(haar_kernels, "available", lambda t: False)
     plain = [haar_dwt2(x, order=o, convention=c) for o in ("pywt", "singer") for c in ("convolution", "correlation")]
-    for a, b in zip(fused, plain):
+    for a, b in zip(fused, plain, strict=True):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(fused1, haar_dwt1d(x, 1))
 

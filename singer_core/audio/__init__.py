@@ -1,1 +1,2 @@
-"""Audio front end: song synthesis (decode, resample, encoders and separation arrive with the audio issue)."""
+"""Audio front end: decode/convert (io, decode), frame alignment (frames), encoders (wav2vec2, HuBERT, mel),
+per-frame features (features), vocal isolation (separation), song synthesis (synth)."""

@@ -256,7 +256,7 @@ def available(t: torch.Tensor) -> bool:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _scalars(dtype: torch.dtype, *values: float):
     """Python floats -> numpy scalars of ``dtype`` (numba would type a float as float64)."""
     kind = np.float32 if dtype == torch.float32 else np.float64

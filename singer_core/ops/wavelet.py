@@ -359,7 +359,7 @@ def _check_size(size, coeff_shape: tuple[int, ...], name: str) -> tuple[int, ...
     if size is None:
         return full
     size = tuple(int(s) for s in size)
-    if len(size) != len(coeff_shape) or any(s not in (f - 1, f) or s < 1 for s, f in zip(size, full)):
+    if len(size) != len(coeff_shape) or any(s not in (f - 1, f) or s < 1 for s, f in zip(size, full, strict=True)):
         raise ValueError(
             f"{name}: size={size} cannot come from coefficients of shape {coeff_shape}; "
             f"each entry must be 2*n or 2*n-1 for coefficient length n (here {full} or one less)"

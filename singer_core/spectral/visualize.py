@@ -241,3 +241,46 @@ def audio_subband_image(
     if float(plane.max() - plane.min()) == 0.0:
         logger.warning("audio_subband_image: the audio is silent; every band will be flat")
     return subband_grid(plane, config)
+
+
+def feature_plane(features: torch.Tensor, row: int = -1) -> torch.Tensor:
+    """The d_a x l embedding the MSM transforms (SINGER §3.1): feature width x time.
+
+    Args:
+        features: (F, R, D) per-frame audio features (SingerAudioFeatures.features).
+        row: which of the R rows per frame (a layer, or a sub-frame step); -1 = the last,
+            and any index out of range is an error. Steps (R > 1 time steps per frame) can be
+            laid out in time order instead with `row=None`.
+
+    Returns:
+        (D, F) float32 plane, or (D, F * R) for row=None.
+    """
+    if features.ndim != 3 or 0 in features.shape:
+        raise ValueError(f"feature_plane: expected features of shape (frames, rows, width), got {tuple(features.shape)}")
+    if row is None:
+        return features.float().reshape(-1, features.shape[-1]).T.contiguous()
+    if not -features.shape[1] <= row < features.shape[1]:
+        raise ValueError(f"feature_plane: row {row} is out of range for {features.shape[1]} rows per frame")
+    return features[:, row].float().T.contiguous()
+
+
+def feature_subband_image(
+    features: torch.Tensor,
+    config: SubbandViewConfig = SubbandViewConfig(),
+    *,
+    row: int | None = -1,
+    fps: float = 25.0,
+) -> np.ndarray:
+    """Per-frame audio features -> sub-band grid of their d_a x l plane (uint8 RGB)."""
+    plane = feature_plane(features, row)
+    deepest = min(wavelet.max_level(s) for s in plane.shape)
+    if config.levels > deepest:
+        need = 2**config.levels
+        fixes = [f"lower 'levels' to {deepest}"] if deepest >= 1 else []
+        if plane.shape[1] < need:
+            fixes.append(f"use at least {need / fps:.2f} s of audio ({need} frames at {fps:g} fps)")
+        raise ValueError(
+            f"{config.levels} wavelet level(s) need a plane of at least {need} x {need}, but the features "
+            f"give {plane.shape[0]} (width) x {plane.shape[1]} (frames); " + " or ".join(fixes)
+        )
+    return subband_grid(plane, config)

@@ -1,0 +1,92 @@
+"""What every node file shares: the pack's own ComfyUI types, the progress/interruption bridge
+from the core's `progress(done, total)` callbacks to ComfyUI, and the pack's model folders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import folder_paths
+from comfy_api.latest import io
+
+# Our own socket types (STYLE: small frozen dataclasses from the core travel through them).
+AudioFeatures = io.Custom("SINGER_AUDIO_FEATURES")
+AudioEncoder = io.Custom("SINGER_AUDIO_ENCODER")
+
+# Model folders under ComfyUI/models. "audio_encoders" is ComfyUI's own (v0.3.50+); we add it only if missing.
+AUDIO_ENCODER_FOLDER = "audio_encoders"
+SEPARATOR_FOLDER = "audio_separator"  # same folder name as Hallo's pretrained_models/audio_separator
+
+
+def register_model_folders() -> None:
+    """Add the pack's model folders to ComfyUI's search paths (never overwriting existing entries)."""
+    for name in (AUDIO_ENCODER_FOLDER, SEPARATOR_FOLDER):
+        if name not in folder_paths.folder_names_and_paths:
+            folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+
+
+def model_folder(name: str) -> Path:
+    """The first (default) directory of a model folder: where downloads go and users put files."""
+    register_model_folders()
+    return Path(folder_paths.get_folder_paths(name)[0])
+
+
+def model_files(name: str, suffixes: tuple[str, ...]) -> list[str]:
+    """Files of a model folder (relative names, as ComfyUI lists them) with one of the suffixes."""
+    register_model_folders()
+    return sorted(f for f in folder_paths.get_filename_list(name) if f.lower().endswith(suffixes))
+
+
+def model_subfolders(name: str, marker: str = "config.json") -> list[str]:
+    """Sub-folders (one level) of every directory of a model folder that contain `marker`."""
+    register_model_folders()
+    found: set[str] = set()
+    for root in folder_paths.get_folder_paths(name):
+        if os.path.isdir(root):
+            for entry in os.scandir(root):
+                if entry.is_dir() and os.path.isfile(os.path.join(entry.path, marker)):
+                    found.add(entry.name + "/")
+    return sorted(found)
+
+
+def resolve_model_path(name: str, relative: str) -> Path | None:
+    """Absolute path of a file or sub-folder listed by model_files/model_subfolders, or None."""
+    register_model_folders()
+    relative = relative.rstrip("/")
+    for root in folder_paths.get_folder_paths(name):
+        candidate = os.path.realpath(os.path.join(root, relative))
+        if os.path.commonpath([candidate, os.path.realpath(root)]) == os.path.realpath(root) and os.path.exists(candidate):
+            return Path(candidate)
+    return None
+
+
+def comfy_progress(steps: int | None = None) -> Callable[[int, int], None]:
+    """A core progress callback that drives ComfyUI's progress bar and stops on Cancel.
+
+    The core calls it as progress(done, total); ComfyUI's interruption check raises inside it,
+    so the core's long loops stop at the next step without writing partial results.
+    """
+    import comfy.model_management
+    import comfy.utils
+
+    bar = comfy.utils.ProgressBar(steps or 1)
+
+    def progress(done: int, total: int) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        bar.update_absolute(done, max(total, 1))
+
+    return progress
+
+
+def input_file_path(name: str, who: str) -> Path:
+    """Resolve a file name from ComfyUI's input folder, refusing anything that escapes it."""
+    input_dir = os.path.realpath(folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(input_dir, name))
+    if os.path.commonpath([path, input_dir]) != input_dir:
+        raise ValueError(f"{who}: '{name}' is outside ComfyUI's input folder ({input_dir}); "
+                         "upload the file or copy it into that folder")
+    if not os.path.isfile(path):
+        raise ValueError(f"{who}: '{name}' is not a file in ComfyUI's input folder ({input_dir}); "
+                         "upload it with the node's upload button or copy it there")
+    return Path(path)
