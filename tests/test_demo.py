@@ -1,4 +1,4 @@
-"""`make demo` writes the song and its sub-band view."""
+"""`make demo` writes the song, its isolated vocals, its features and its sub-band view."""
 
 import json
 import subprocess
@@ -14,10 +14,16 @@ from singer_core import demo
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_writes_song_and_subband_image(tmp_path):
+def test_demo_writes_song_vocals_features_and_subband_image(tmp_path):
+    from singer_core.audio.features import SingerAudioFeatures
+
     assert demo.main(["--out", str(tmp_path), "--seconds", "2", "--levels", "3"]) == 0
-    with wave.open(str(tmp_path / "song.wav")) as handle:
-        assert handle.getframerate() == 16000 and handle.getnframes() == 32000
+    for name, channels in (("song.wav", 2), ("vocals.wav", 2)):
+        with wave.open(str(tmp_path / name)) as handle:
+            assert handle.getframerate() == 16000 and handle.getnframes() == 32000
+            assert handle.getnchannels() == channels
+    features = SingerAudioFeatures.load(tmp_path / "features.safetensors")
+    assert features.features.shape == (50, 16, 80) and features.fps == 25  # ceil(2 s x 25 fps) frames
     image = np.asarray(Image.open(tmp_path / "subbands.png"))
     assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] > 200 and image.std() > 10
 

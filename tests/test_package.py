@@ -171,6 +171,14 @@ def test_no_unpickling_and_no_path_hacks():
     assert not offenders
 
 
+def test_tree_is_lint_clean():
+    pytest.importorskip("ruff", reason="ruff is in the test extra: pip install -e .[test]")
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "--no-cache",
+                             "singer_core", "nodes", "tests", "benchmarks", "__init__.py"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_readme_documents_the_two_commands():
     readme = (ROOT / "README.md").read_text()
     for needle in ("make demo", "make test", "COMFYUI_PATH", "custom_nodes"):
