@@ -30,6 +30,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/wavelet.py
 	$(BIN)/python benchmarks/separation.py
+	$(BIN)/python benchmarks/render.py
 
 # Developers: install a ComfyUI checkout's requirements into the same venv, so the
 # `comfyui`/`browser` tests can run it (COMFYUI_PATH=/path/to/ComfyUI make comfyui-deps).

@@ -12,6 +12,7 @@ from .audio import (
     SingerSynthSong,
 )
 from .comfy_bridge import register_model_folders
+from .face import SingerFaceCrop, SingerFacePaste, SingerRenderMotion, SingerSynthSinger
 from .spectral import SingerWaveletSubbands
 
 NODES: list[type[io.ComfyNode]] = [
@@ -21,6 +22,10 @@ NODES: list[type[io.ComfyNode]] = [
     SingerAudioEncoderLoader,
     SingerAudioEncode,
     SingerWaveletSubbands,
+    SingerSynthSinger,
+    SingerRenderMotion,
+    SingerFaceCrop,
+    SingerFacePaste,
 ]
 
 

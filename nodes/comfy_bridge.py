@@ -13,6 +13,9 @@ from comfy_api.latest import io
 # Our own socket types (STYLE: small frozen dataclasses from the core travel through them).
 AudioFeatures = io.Custom("SINGER_AUDIO_FEATURES")
 AudioEncoder = io.Custom("SINGER_AUDIO_ENCODER")
+Motion = io.Custom("SINGER_MOTION")  # singer_core.face.motion_types.SingerMotion
+FaceIdentityType = io.Custom("SINGER_FACE_IDENTITY")  # singer_core.face.motion_types.FaceIdentity
+FaceCrop = io.Custom("SINGER_FACE_CROP")  # singer_core.face.crop.CropTransform
 
 # Model folders under ComfyUI/models. "audio_encoders" is ComfyUI's own (v0.3.50+); we add it only if missing.
 AUDIO_ENCODER_FOLDER = "audio_encoders"

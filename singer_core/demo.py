@@ -2,8 +2,9 @@
 
 Today, the audio front end on a SynthSinger song, written to ``out/``: the song (sung vowels
 over chords, bass and drums, stereo), its vocals isolated by the built-in DSP separator (with the
-SDR improvement against the true vocal stem), per-frame mel-80 audio features at 25 fps, and
-the Haar sub-band view (SINGER §3.1) of the song. Later issues extend it to the full song +
+SDR improvement against the true vocal stem), per-frame mel-80 audio features at 25 fps, the
+Haar sub-band view (SINGER §3.1) of the song, and a SynthSinger clip (the procedural 3DMM
+singer performing a song: video.mp4 with sound, coefficients, landmarks). Later issues extend it to the full song +
 portrait -> singing video pipeline.
 """
 
@@ -64,11 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     png_path = out / "subbands.png"
     Image.fromarray(image).save(png_path)
 
+    # 5. a SynthSinger clip: the synthetic singer performing a song (video with sound + ground truth)
+    from .data.synthetic import SynthSingerConfig, generate_clip, write_synth_clip
+
+    clip = generate_clip(SynthSingerConfig(clips=1, size=256, seconds=args.seconds, seed=args.seed, backing=True), 0)
+    clip_path = write_synth_clip(out / "synthsinger", clip, overwrite=True)
+
     logger.info("song:      %s (%.1f s, %d Hz, stereo, vocals + chords/bass/drums)", wav_path, args.seconds, rate)
     logger.info("vocals:    %s (built-in separator, SDR improvement %+.1f dB)", vocals_path, gain)
     logger.info("features:  %s (%d frames x %d x %d at %g fps, %s)", features_path, *features.features.shape,
                 float(features.fps), features.encoder)
     logger.info("sub-bands: %s (%dx%d, %d levels of LL/LH/HL/HH)", png_path, image.shape[1], image.shape[0], args.levels)
+    logger.info("singer:    %s/video.mp4 (%d frames at 25 fps, 256 px, with its song; 3DMM ground truth beside it)",
+                clip_path, clip.frames.shape[0])
     logger.info("done in %.2f s", time.perf_counter() - start)
     return 0
 

@@ -92,7 +92,7 @@ def test_every_registered_node_is_served_with_category_and_tooltips(comfy_server
 
 
 @pytest.mark.parametrize("workflow_path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_shipped_workflow_runs(comfy_server, workflow_path: Path):
+def test_shipped_workflow_runs(comfy_server, workflow_path: Path, tmp_path: Path):
     workflow = json.loads(workflow_path.read_text(encoding="utf-8"))
     prompt = comfy_server.workflow_to_prompt(workflow)
     info = comfy_server.object_info()
@@ -106,7 +106,9 @@ def test_shipped_workflow_runs(comfy_server, workflow_path: Path):
         outputs = entry["outputs"].get(node_id, {})
         kind = "audio" if "Audio" in prompt[node_id]["class_type"] else "images"
         assert outputs.get(kind), f"{workflow_path.name}: output node {node_id} ({prompt[node_id]['class_type']}) made no {kind}"
-        if kind == "images":
+        if prompt[node_id]["class_type"] == "SaveVideo":
+            _assert_real_video(comfy_server.view_bytes(outputs[kind][0]), tmp_path)
+        elif kind == "images":
             _assert_real_picture(comfy_server.view_bytes(outputs[kind][0]))
 
 
@@ -118,6 +120,18 @@ def _assert_real_picture(data: bytes) -> None:
     pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert pixels.shape[1] > 200, f"the sub-band grid is only {pixels.shape[1]} px wide"
     assert (pixels != pixels[0, 0]).any(), "the sub-band grid is a single colour"
+
+
+def _assert_real_video(data: bytes, tmp_path: Path) -> None:
+    """A saved video decodes to moving frames with a sound track."""
+    from singer_core.io.video import read_video
+
+    path = tmp_path / "saved.mp4"
+    path.write_bytes(data)
+    video = read_video(path)
+    assert video.frames.shape[0] >= 10, f"only {video.frames.shape[0]} frames"
+    assert video.audio is not None and video.audio.shape[-1] > 0, "the saved video has no sound"
+    assert (video.frames[1:].float() - video.frames[:-1].float()).abs().mean() > 0.05, "the frames never change"
 
 
 def _subbands_prompt(song: str, levels: int) -> dict:

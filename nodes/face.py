@@ -1,0 +1,192 @@
+"""Face nodes: the SynthSinger default clip, rendering a 3DMM motion on a face, and cropping a real
+portrait's face out and pasting a generated one back."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+
+import numpy as np
+import torch
+from comfy_api.latest import InputImpl, Types, io
+
+from ..singer_core.audio.io import audio_to_comfy
+from ..singer_core.data.synthetic import SynthSingerConfig, generate_clip, make_identity
+from ..singer_core.face.crop import HALLO_EXPAND_RATIO, expand_box, paste_back, square_crop
+from ..singer_core.face.detect import detect_faces
+from ..singer_core.face.motion_types import FaceIdentity, SingerMotion
+from .comfy_bridge import FaceCrop, FaceIdentityType, Motion, comfy_progress
+
+logger = logging.getLogger(__name__)
+
+RENDER_BATCH = 16  # frames per render call: memory stays bounded at any clip length
+
+
+def _identity_from_seed(seed: int) -> FaceIdentity:
+    identity = make_identity(seed)
+    return FaceIdentity(id=identity.id_coeffs, tex=identity.tex_coeffs, gamma=identity.gamma,
+                        background=tuple(float(c) for c in identity.background_rgb), name=identity.name)
+
+
+def _images_to_uint8(images: torch.Tensor, who: str) -> np.ndarray:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{who}: expected an IMAGE batch (B, H, W, 3), got {shape}")
+    return (images[..., :3].clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
+class SingerSynthSinger(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SingerSynthSinger",
+            display_name="SynthSinger Clip (SINGER default)",
+            category="SINGER/face",
+            description=("The embedded default data: a synthetic singer (procedural 3DMM face) sings a synthesised "
+                         "song; jaw follows the sung vowels, lips their shape, brows the pitch, the head nods on "
+                         "beats. Gives the reference portrait, the song, the ground-truth video and its motion."),
+            inputs=[
+                io.Float.Input("seconds", default=4.0, min=0.2, max=120.0, step=0.1, tooltip="Clip length."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True,
+                             tooltip="Identity, song and motion."),
+                io.Int.Input("size", default=256, min=64, max=512, step=16,
+                             tooltip="Frame width and height in pixels."),
+                io.Combo.Input("style", options=["singing", "speech"], default="singing",
+                               tooltip="Sung vowels with vibrato, or fast speech-like syllables."),
+                io.Boolean.Input("backing", default=False,
+                                 tooltip="Mix chords, bass and drums under the voice (the motion follows the voice)."),
+                io.Boolean.Input("textured_background", default=False,
+                                 tooltip="A smooth colour texture behind the head instead of a flat colour."),
+            ],
+            outputs=[
+                io.Image.Output("reference", tooltip="The first frame: the portrait to animate."),
+                io.Audio.Output("song", tooltip="The song (16 kHz)."),
+                io.Video.Output("video", tooltip="The ground-truth singing video with its song (25 fps)."),
+                Motion.Output("motion", tooltip="The ground-truth 3DMM expression + head pose per frame."),
+                FaceIdentityType.Output("identity", tooltip="The synthetic face, for Render Motion (SINGER)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, seconds, seed, size, style, backing, textured_background) -> io.NodeOutput:
+        config = SynthSingerConfig(clips=1, size=size + size % 2, seconds=seconds, seed=seed, backing=backing,
+                                   style=style, textured_background=textured_background)
+        clip = generate_clip(config, 0, progress=comfy_progress())
+        frames = clip.frames.float() / 255.0  # (T, H, W, 3)
+        audio = audio_to_comfy(clip.song.mix, clip.meta.sample_rate)
+        video = InputImpl.VideoFromComponents(
+            Types.VideoComponents(images=frames, audio=audio, frame_rate=Fraction(config.fps).limit_denominator(1001)))
+        coeffs = clip.coeffs
+        motion = SingerMotion(exp=coeffs["exp"], angle=coeffs["angle"], trans=coeffs["trans"], fps=config.fps,
+                              source=f"synthsinger ground truth ({clip.meta.clip_id})")
+        identity = FaceIdentity(id=coeffs["id"], tex=coeffs["tex"], gamma=coeffs["gamma"],
+                                background=tuple(float(c) for c in clip.meta.extra["background_rgb"]),
+                                name=clip.meta.identity)
+        return io.NodeOutput(frames[:1].clone(), audio, video, motion, identity)
+
+
+class SingerRenderMotion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SingerRenderMotion",
+            display_name="Render Motion (SINGER)",
+            category="SINGER/face",
+            description=("Render a 3DMM motion (expression + head pose per frame) on a face with the built-in "
+                         "procedural morphable model and SH lighting: a quick look at what a motion model "
+                         "produced, or driving frames for the video models."),
+            inputs=[
+                Motion.Input("motion", tooltip="SINGER_MOTION: from SynthSinger Clip or a motion model."),
+                io.Int.Input("size", default=256, min=64, max=512, step=16, tooltip="Frame size in pixels."),
+                io.Int.Input("identity_seed", default=0, min=0, max=2**31 - 1,
+                             tooltip="Which synthetic face to use when no identity is connected."),
+                FaceIdentityType.Input("identity", optional=True,
+                                       tooltip="A face (e.g. from SynthSinger Clip); overrides identity_seed."),
+            ],
+            outputs=[io.Image.Output("frames", tooltip="One image per motion frame.")],
+        )
+
+    @classmethod
+    def execute(cls, motion, size, identity_seed, identity=None) -> io.NodeOutput:
+        from ..singer_core.face.morphable import procedural_model
+        from ..singer_core.face.render import render_coeffs
+
+        identity = identity if identity is not None else _identity_from_seed(identity_seed)
+        model = procedural_model(seed=0)
+        coeffs = identity.coefficients(motion)
+        frames = torch.empty(motion.frames, size, size, 3)
+        progress = comfy_progress(motion.frames)
+        for start in range(0, motion.frames, RENDER_BATCH):
+            stop = min(motion.frames, start + RENDER_BATCH)
+            out = render_coeffs(model, coeffs[start:stop], image_size=size, background=identity.background)
+            frames[start:stop] = out.images.clamp(0, 1).permute(0, 2, 3, 1)
+            progress(stop, motion.frames)
+        return io.NodeOutput(frames)
+
+
+class SingerFaceCrop(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SingerFaceCrop",
+            display_name="Face Crop (SINGER)",
+            category="SINGER/face",
+            description=("Detect the face in a portrait (OpenCV), expand its box (1.2 as Hallo), cut a square and "
+                         "resize it: the input the video models expect. Face Paste puts results back."),
+            inputs=[
+                io.Image.Input("image", tooltip="The portrait (the first image of a batch is used)."),
+                io.Float.Input("expand_ratio", default=HALLO_EXPAND_RATIO, min=1.0, max=3.0, step=0.05,
+                               tooltip="How much larger than the detected face box the crop is (Hallo: 1.2)."),
+                io.Int.Input("size", default=512, min=64, max=1024, step=16, tooltip="Crop size in pixels."),
+            ],
+            outputs=[
+                io.Image.Output("face", tooltip="The square face crop."),
+                FaceCrop.Output("crop", tooltip="Where the crop came from, for Face Paste (SINGER)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, expand_ratio, size) -> io.NodeOutput:
+        who = "SingerFaceCrop"
+        portrait = _images_to_uint8(image, who)[0]
+        boxes = detect_faces(portrait)
+        if not boxes:
+            raise ValueError(f"{who}: no face found in the {portrait.shape[1]}x{portrait.shape[0]} image; use a "
+                             "frontal portrait where the face covers at least a tenth of the shorter side")
+        crop, transform = square_crop(portrait, expand_box(boxes[0], expand_ratio), size)
+        face = torch.from_numpy(crop).float()[None] / 255.0
+        return io.NodeOutput(face, transform)
+
+
+class SingerFacePaste(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SingerFacePaste",
+            display_name="Face Paste (SINGER)",
+            category="SINGER/face",
+            description="Paste generated face frames back into the original portrait with a feathered edge.",
+            inputs=[
+                io.Image.Input("image", tooltip="The original portrait (first image used)."),
+                io.Image.Input("faces", tooltip="Generated face frames (square, any size)."),
+                FaceCrop.Input("crop", tooltip="From Face Crop (SINGER) on the same portrait."),
+                io.Float.Input("feather", default=0.1, min=0.0, max=0.5, step=0.01,
+                               tooltip="Width of the soft edge as a share of the crop side."),
+            ],
+            outputs=[io.Image.Output("frames", tooltip="The portrait with each generated face pasted in.")],
+        )
+
+    @classmethod
+    def execute(cls, image, faces, crop, feather) -> io.NodeOutput:
+        who = "SingerFacePaste"
+        portrait = _images_to_uint8(image, who)[0]
+        if portrait.shape[:2] != (crop.image_height, crop.image_width):
+            raise ValueError(f"{who}: the image is {portrait.shape[1]}x{portrait.shape[0]} but the crop was cut "
+                             f"from a {crop.image_width}x{crop.image_height} image; connect the same portrait")
+        generated = _images_to_uint8(faces, who)
+        out = np.empty((generated.shape[0], *portrait.shape), dtype=np.uint8)
+        progress = comfy_progress(len(generated))
+        for index, face in enumerate(generated):
+            out[index] = paste_back(portrait, face, crop, feather=feather)
+            progress(index + 1, len(generated))
+        return io.NodeOutput(torch.from_numpy(out).float() / 255.0)
