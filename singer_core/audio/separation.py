@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import threading
@@ -20,6 +19,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..io.config import JsonConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Separation:
 
 
 @dataclasses.dataclass(frozen=True)
-class DspSeparationConfig:
+class DspSeparationConfig(JsonConfig):
     """Parameters of `separate_vocals_dsp`; times and frequencies are converted per sample rate."""
 
     window_seconds: float = 0.064  # STFT window; n_fft = the power of two nearest window_seconds * rate
@@ -96,16 +97,6 @@ class DspSeparationConfig:
             if not ok:
                 raise ValueError(f"DspSeparationConfig: {message}")
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> DspSeparationConfig:
-        data = json.loads(text)
-        unknown = set(data) - {field.name for field in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"DspSeparationConfig: unknown keys {sorted(unknown)}")
-        return cls(**data)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ multiplied by the model's `compensate` gain. Written from these published facts,
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io.config import JsonConfig
 from .io import resample
 from .separation import Separation
 
@@ -30,7 +30,7 @@ STEMS = ("vocals", "instrumental")
 
 
 @dataclasses.dataclass(frozen=True)
-class MdxNetParams:
+class MdxNetParams(JsonConfig):
     """How an MDX-Net ONNX model was trained (UVR model data names in brackets)."""
 
     sample_rate: int = 44100  # rate the model expects; audio is resampled to it and back
@@ -77,16 +77,6 @@ class MdxNetParams:
         """Samples discarded at each end of a chunk: n_fft // 2."""
         return self.n_fft // 2
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> MdxNetParams:
-        data = json.loads(text)
-        unknown = set(data) - {field.name for field in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"MdxNetParams: unknown keys {sorted(unknown)}")
-        return cls(**data)
 
 
 # UVR model data for Kim_Vocal_2.onnx: compensate 1.009, mdx_dim_f_set 3072, mdx_dim_t_set 8,

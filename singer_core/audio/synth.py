@@ -16,7 +16,6 @@ that drive the synthetic face: jaw from energy, lips from vowel, brows from pitc
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -24,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+
+from ..io.config import JsonConfig
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ _TABLE_SIZE = 4096  # samples per wavetable period (linear interpolation error <
 
 
 @dataclasses.dataclass(frozen=True)
-class SongConfig:
+class SongConfig(JsonConfig):
     """Everything that defines a synthetic song; the same config and seed give the same samples."""
 
     seconds: float = 4.0  # duration in seconds (0.1 .. 600)
@@ -96,19 +97,6 @@ class SongConfig:
             if not ok:
                 raise ValueError(f"SongConfig: {message}")
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> SongConfig:
-        data = json.loads(text)
-        unknown = set(data) - {field.name for field in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(
-                f"SongConfig: unknown keys {sorted(unknown)}; known keys are "
-                f"{sorted(field.name for field in dataclasses.fields(cls))}"
-            )
-        return cls(**data)
 
 
 class Note(NamedTuple):

@@ -34,7 +34,6 @@ style of SongConfig works the same way (its syllables open and close the jaw fas
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 
@@ -43,6 +42,7 @@ import torch
 
 from ..audio.synth import VOWEL_ORDER, SynthSong
 from ..face.morphable import EXPRESSION_UNITS
+from ..io.config import JsonConfig
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ FRAMING_TRANS = (0.0, 0.3, -1.2)
 
 
 @dataclasses.dataclass(frozen=True)
-class MotionStyle:
+class MotionStyle(JsonConfig):
     """Per-identity parameters of the driving rules (see the module table)."""
 
     jaw_gain: float = 0.9  # scale of jaw_open (0.75 .. 1.0)
@@ -89,19 +89,6 @@ class MotionStyle:
                 raise ValueError(f"MotionStyle: {name} must be in [0, 0.3) Hz (a slow sway), got "
                                  f"{getattr(self, name)}")
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> MotionStyle:
-        data = json.loads(text)
-        known = {field.name for field in dataclasses.fields(cls)}
-        if set(data) - known:
-            raise ValueError(f"MotionStyle: unknown keys {sorted(set(data) - known)}; known {sorted(known)}")
-        for name in ("sway_phase", "angle_offset_deg", "trans_offset", "exp_offset"):
-            if name in data:
-                data[name] = tuple(data[name])
-        return cls(**data)
 
 
 @dataclasses.dataclass(frozen=True)

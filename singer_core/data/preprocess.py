@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import json
 import logging
 import math
 import re
@@ -38,6 +37,7 @@ import torch
 
 from ..face.crop import smooth_boxes, square_crop
 from ..face.detect import Box, FaceDetector, box_iou
+from ..io.config import JsonConfig
 from ..io.video import VIDEO_SUFFIXES, iter_audio_blocks, iter_video_frames, probe_video
 from .format import AUDIO_SAMPLE_RATE, ClipMeta, scan_clips, write_clip, write_index
 
@@ -49,7 +49,7 @@ _MIN_TRACK_IOU = 0.2  # a detection continues the track when it overlaps the las
 
 
 @dataclasses.dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessConfig(JsonConfig):
     """How real videos become clips; defaults follow the SINGER paper."""
 
     fps: float = 25.0  # output frame rate (frames are duplicated/dropped like FFmpeg's fps filter)
@@ -104,19 +104,6 @@ class PreprocessConfig:
     def clip_samples(self) -> int:
         return round(self.clip_seconds * self.sample_rate)
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> PreprocessConfig:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"PreprocessConfig.from_json: expected a JSON object, got {type(data).__name__}")
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"PreprocessConfig.from_json: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
 
 
 @dataclasses.dataclass(frozen=True)

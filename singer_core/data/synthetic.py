@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..audio.synth import STYLES, SongConfig, SynthSong, synthesize_song
+from ..io.config import JsonConfig
 from .format import (
     ClipMeta,
     DatasetIndex,
@@ -40,7 +41,7 @@ STYLE_CHOICES = (*STYLES, "mixed")  # "mixed": every fifth clip is speech, the o
 
 
 @dataclasses.dataclass(frozen=True)
-class SynthSingerConfig:
+class SynthSingerConfig(JsonConfig):
     """Everything that defines a SynthSinger dataset; the same config gives the same clips."""
 
     clips: int = 10  # number of clips
@@ -82,17 +83,6 @@ class SynthSingerConfig:
         """Frames per clip: ceil(seconds * fps)."""
         return math.ceil(self.seconds * self.fps - 1e-9)
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> SynthSingerConfig:
-        data = json.loads(text)
-        known = {field.name for field in dataclasses.fields(cls)}
-        if set(data) - known:
-            raise ValueError(f"SynthSingerConfig: unknown keys {sorted(set(data) - known)}; known keys are "
-                             f"{sorted(known)}")
-        return cls(**data)
 
 
 @dataclasses.dataclass(frozen=True)

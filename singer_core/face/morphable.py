@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..io.config import JsonConfig
 
 logger = logging.getLogger(__name__)
 
@@ -388,7 +389,7 @@ def transform(vertices: Tensor, angle: Tensor, trans: Tensor) -> Tensor:
 
 
 @dataclasses.dataclass(frozen=True)
-class Camera:
+class Camera(JsonConfig):
     """Pinhole camera looking down -z of the world frame from (0, 0, distance) (Deep3DFaceRecon)."""
 
     focal: float = 1015.0  # focal length in pixels at image_size (Deep3DFaceRecon: 1015 at 224)
@@ -403,17 +404,6 @@ class Camera:
         """Focal length in pixels for an image of `image_size` pixels."""
         return self.focal * image_size / self.image_size
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Camera:
-        data = json.loads(text)
-        known = {field.name for field in dataclasses.fields(cls)}
-        if set(data) - known:
-            raise ValueError(f"Camera: unknown keys {sorted(set(data) - known)}; known keys are "
-                             f"{sorted(known)}")
-        return cls(**data)
 
 
 def to_camera(vertices: Tensor, camera: Camera | None = None) -> Tensor:

@@ -9,7 +9,6 @@ common cell size, with low frequencies / first rows at the bottom as in a spectr
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from typing import Literal
@@ -17,6 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..io.config import JsonConfig
 from ..ops import wavelet
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ _GAP = 2
 
 
 @dataclasses.dataclass(frozen=True)
-class SubbandViewConfig:
+class SubbandViewConfig(JsonConfig):
     """How to draw the sub-band grid."""
 
     levels: int = 2  # decomposition levels (rows of the grid), >= 1
@@ -57,16 +57,6 @@ class SubbandViewConfig:
         if not 50.0 <= self.clip_percentile <= 100.0:
             raise ValueError("SubbandViewConfig.clip_percentile must be in [50, 100]")
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> SubbandViewConfig:
-        data = json.loads(text)
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"SubbandViewConfig: unknown keys {sorted(unknown)}")
-        return cls(**data)
 
 
 def log_mel_plane(
