@@ -154,6 +154,22 @@ class ComfyServer:
         response.raise_for_status()
         return response.content
 
+    # -- results ------------------------------------------------------------------------
+    @staticmethod
+    def execution_error(entry: dict) -> dict | None:
+        """The ``execution_error`` message of a history entry, or None."""
+        for kind, data in entry.get("status", {}).get("messages", []):
+            if kind == "execution_error":
+                return data
+        return None
+
+    def assert_success(self, entry: dict) -> None:
+        """Fail with the node type and message when a prompt did not succeed."""
+        status, error = entry.get("status", {}), self.execution_error(entry)
+        assert status.get("status_str") == "success", (
+            f"prompt failed: {error.get('node_type')}: {error.get('exception_message')}" if error
+            else f"status {status}")
+
     # -- UI workflow -> API prompt ------------------------------------------------------
     def workflow_to_prompt(self, workflow: dict) -> dict:
         return workflow_to_prompt(workflow, self.object_info())

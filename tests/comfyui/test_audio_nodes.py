@@ -11,17 +11,7 @@ import pytest
 pytestmark = pytest.mark.comfyui
 
 
-def _execution_error(entry: dict) -> dict | None:
-    for kind, data in entry.get("status", {}).get("messages", []):
-        if kind == "execution_error":
-            return data
-    return None
 
-
-def _assert_success(entry: dict) -> None:
-    error = _execution_error(entry)
-    assert entry["status"]["status_str"] == "success", (
-        f"prompt failed: {error['node_type']}: {error['exception_message']}" if error else entry["status"])
 
 
 def _load_prompt(name: str, **overrides) -> dict:
@@ -30,6 +20,23 @@ def _load_prompt(name: str, **overrides) -> dict:
     return {
         "1": {"class_type": "SingerLoadAudio", "inputs": inputs},
         "2": {"class_type": "PreviewAudio", "inputs": {"audio": ["1", 0]}},
+    }
+
+
+def _encode_prompt(loader_inputs: dict, seconds: float, seed: int) -> dict:
+    """Encoder loader + synthetic song -> Encode Audio -> sub-bands of the features -> preview."""
+    return {
+        "1": {"class_type": "SingerAudioEncoderLoader", "inputs": loader_inputs},
+        "2": {"class_type": "SingerSynthSong",
+              "inputs": {"seconds": seconds, "seed": seed, "style": "singing", "tempo_bpm": 96.0, "backing": False,
+                         "backing_db": -6.0, "stereo": False, "sample_rate": "16000"}},
+        "3": {"class_type": "SingerAudioEncode",
+              "inputs": {"encoder": ["1", 0], "audio": ["2", 0], "fps": 25.0, "layers": "all",
+                         "interpolation": "hallo", "steps_per_frame": 1, "chunk_seconds": 30.0}},
+        "4": {"class_type": "SingerWaveletSubbands",
+              "inputs": {"audio": ["3", 0], "levels": 2, "n_mels": 80, "normalize": "band", "colormap": "viridis",
+                         "band_order": "pywt", "mode": "symmetric", "cell_height": 64, "feature_row": -1}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
     }
 
 
@@ -51,7 +58,7 @@ def test_load_song_decodes_common_codecs(comfy_server, suffix):
 
     entry = comfy_server.run_prompt(_load_prompt(name))
 
-    _assert_success(entry)
+    comfy_server.assert_success(entry)
     assert entry["outputs"]["2"]["audio"], "PreviewAudio saved nothing"
 
 
@@ -67,30 +74,17 @@ def test_load_song_says_when_a_file_is_not_audio(comfy_server):
 
     entry = comfy_server.run_prompt(_load_prompt("singer_not_audio.wav"))
 
-    error = _execution_error(entry)
+    error = comfy_server.execution_error(entry)
     assert error is not None and error["node_type"] == "SingerLoadAudio", entry["status"]
     assert "singer_not_audio.wav" in error["exception_message"]
 
 
 def test_encoder_loader_offline_error_says_what_to_place_where(comfy_server):
-    prompt = {
-        "1": {"class_type": "SingerAudioEncoderLoader",
-              "inputs": {"encoder": "facebook/wav2vec2-base-960h", "allow_download": False,
-                         "dtype": "auto", "device": "auto"}},
-        "2": {"class_type": "SingerSynthSong",
-              "inputs": {"seconds": 2.0, "seed": 0, "style": "singing", "tempo_bpm": 96.0, "backing": False,
-                         "backing_db": -6.0, "stereo": False, "sample_rate": "16000"}},
-        "3": {"class_type": "SingerAudioEncode",
-              "inputs": {"encoder": ["1", 0], "audio": ["2", 0], "fps": 25.0, "layers": "all",
-                         "interpolation": "hallo", "steps_per_frame": 1, "chunk_seconds": 30.0}},
-        "4": {"class_type": "SingerWaveletSubbands",
-              "inputs": {"audio": ["3", 0], "levels": 2, "n_mels": 80, "normalize": "band", "colormap": "viridis",
-                         "band_order": "pywt", "mode": "symmetric", "cell_height": 64, "feature_row": -1}},
-        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
-    }
+    loader = {"encoder": "facebook/wav2vec2-base-960h", "allow_download": False, "dtype": "auto", "device": "auto"}
+    prompt = _encode_prompt(loader, seconds=2.0, seed=0)
     entry = comfy_server.run_prompt(prompt)
 
-    error = _execution_error(entry)
+    error = comfy_server.execution_error(entry)
     assert error is not None and error["node_type"] == "SingerAudioEncoderLoader", entry["status"]
     message = error["exception_message"]
     assert "huggingface-cli download facebook/wav2vec2-base-960h" in message, message
@@ -110,23 +104,11 @@ def test_local_tiny_wav2vec2_encodes_a_song(comfy_server):
     folder = comfy_server.base_dir / "models" / "audio_encoders" / "tiny-wav2vec2"
     transformers.Wav2Vec2Model(config).save_pretrained(folder)
 
-    prompt = {
-        "1": {"class_type": "SingerAudioEncoderLoader",
-              "inputs": {"encoder": "tiny-wav2vec2/", "allow_download": False, "dtype": "float32", "device": "cpu"}},
-        "2": {"class_type": "SingerSynthSong",
-              "inputs": {"seconds": 3.0, "seed": 1, "style": "singing", "tempo_bpm": 96.0, "backing": False,
-                         "backing_db": -6.0, "stereo": False, "sample_rate": "16000"}},
-        "3": {"class_type": "SingerAudioEncode",
-              "inputs": {"encoder": ["1", 0], "audio": ["2", 0], "fps": 25.0, "layers": "all",
-                         "interpolation": "hallo", "steps_per_frame": 1, "chunk_seconds": 30.0}},
-        "4": {"class_type": "SingerWaveletSubbands",
-              "inputs": {"audio": ["3", 0], "levels": 2, "n_mels": 80, "normalize": "band", "colormap": "viridis",
-                         "band_order": "pywt", "mode": "symmetric", "cell_height": 64, "feature_row": -1}},
-        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
-    }
+    loader = {"encoder": "tiny-wav2vec2/", "allow_download": False, "dtype": "float32", "device": "cpu"}
+    prompt = _encode_prompt(loader, seconds=3.0, seed=1)
     entry = comfy_server.run_prompt(prompt)
 
-    _assert_success(entry)
+    comfy_server.assert_success(entry)
     assert entry["outputs"]["5"]["images"]
 
 

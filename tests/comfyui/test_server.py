@@ -53,19 +53,7 @@ def expected_node_ids() -> list[str]:
     return [by_class[name] for name in registry]
 
 
-def _execution_error(entry: dict) -> dict | None:
-    for kind, data in entry.get("status", {}).get("messages", []):
-        if kind == "execution_error":
-            return data
-    return None
 
-
-def _assert_success(entry: dict) -> None:
-    status = entry.get("status", {})
-    error = _execution_error(entry)
-    assert status.get("status_str") == "success", (
-        f"prompt failed: {error.get('node_type')}: {error.get('exception_message')}" if error else f"status {status}"
-    )
 
 
 def test_pack_imports_without_errors(comfy_server):
@@ -99,7 +87,7 @@ def test_shipped_workflow_runs(comfy_server, workflow_path: Path, tmp_path: Path
 
     entry = comfy_server.run_prompt(prompt)
 
-    _assert_success(entry)
+    comfy_server.assert_success(entry)
     output_nodes = [node_id for node_id, node in prompt.items() if info[node["class_type"]].get("output_node")]
     assert output_nodes, f"{workflow_path.name} has no output node"
     for node_id in output_nodes:
@@ -148,11 +136,11 @@ def test_bad_input_gives_a_clear_error_and_the_server_stays_healthy(comfy_server
     entry = comfy_server.run_prompt(_subbands_prompt(SHORT_SONG_NAME, levels=6))
 
     assert entry["status"]["status_str"] == "error", "levels=6 on a 0.2 s song should fail"
-    error = _execution_error(entry)
+    error = comfy_server.execution_error(entry)
     assert error is not None, f"no execution_error message in {entry['status']}"
     assert error["node_type"] == "SingerWaveletSubbands"
     message = error["exception_message"]
     assert "SingerWaveletSubbands" in message, f"the message does not name the node: {message!r}"
     assert re.search(r"lower 'levels' to \d|use a clip of at least", message), f"the message does not say what to change: {message!r}"
 
-    _assert_success(comfy_server.run_prompt(_subbands_prompt(SHORT_SONG_NAME, levels=1)))
+    comfy_server.assert_success(comfy_server.run_prompt(_subbands_prompt(SHORT_SONG_NAME, levels=1)))
