@@ -1,6 +1,6 @@
 # Two commands for a fresh machine: `make demo` and `make test` (README).
 # Both create .venv if missing and install the pinned stack (constraints.txt) with
-# `pip install -e .[test]`; the install is redone only when pyproject.toml or
+# `pip install -e .[test,train]`; the install is redone only when pyproject.toml or
 # constraints.txt change.
 
 PYTHON ?= python3
@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[test,train]"
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -192,3 +192,17 @@ def test_readme_documents_the_two_commands():
 @pytest.mark.parametrize("target", ["setup", "test", "demo", "bench"])
 def test_makefile_targets_exist(target):
     assert re.search(rf"^{target}:", (ROOT / "Makefile").read_text(), re.M)
+
+
+def test_requirements_txt_matches_pyproject():
+    """ComfyUI-Manager installs from requirements.txt: it must list every runtime dependency but torch."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+    def names(lines):
+        return {re.split(r"[<>=!~ \[]", line.strip())[0].lower() for line in lines
+                if line.strip() and not line.strip().startswith("#")}
+
+    wanted = names(project["project"]["dependencies"]) - {"torch", "torchaudio"}
+    listed = names((ROOT / "requirements.txt").read_text().splitlines())
+    assert wanted == listed, f"missing {sorted(wanted - listed)}, extra {sorted(listed - wanted)}"

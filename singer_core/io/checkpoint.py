@@ -1,0 +1,175 @@
+"""Our checkpoint format: a folder with `config.json` + `model.safetensors`, written atomically, loaded strictly.
+
+`PretrainedMixin` gives an `nn.Module` whose constructor takes one JsonConfig dataclass
+`save_pretrained(folder)` and `from_pretrained(folder_or_file)`. Loading rebuilds the module from the
+config and loads the tensors strictly, naming missing, unexpected and wrongly-shaped keys. Truncated or
+foreign files fail with a message that names the file and how to fix it. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+M = TypeVar("M", bound="PretrainedMixin")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary sibling file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """Save a flat name → tensor mapping as one .safetensors file, atomically.
+
+    Tensors are made contiguous and moved to CPU; shared storage is cloned (safetensors refuses aliases).
+    """
+    from safetensors.torch import save
+
+    flat = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in tensors.items()}
+    return atomic_write_bytes(path, save(flat, metadata=metadata))
+
+
+def load_tensors(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load a .safetensors file; a missing, empty, truncated or foreign file is a ValueError that says so."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load_tensors: no file at '{path}'; check the path or re-run the save")
+    if path.stat().st_size < 8:
+        raise ValueError(f"load_tensors: '{path}' is {path.stat().st_size} bytes, not a safetensors file; "
+                         "it was cut short while writing or copying: save or download it again")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise ValueError(f"load_tensors: '{path}' is not a readable safetensors file ({error}); it is truncated "
+                         "or of another format: save or download it again") from error
+
+
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata stored in a .safetensors header (empty dict if none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+def check_state_dict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
+                     allow_missing: tuple[str, ...] = ()) -> None:
+    """Raise a ValueError listing missing, unexpected and wrongly-shaped keys of `state` for `module`.
+
+    allow_missing: key prefixes that may be absent (e.g. frozen parts loaded from elsewhere).
+    """
+    expected = module.state_dict()
+    missing = sorted(k for k in expected if k not in state and not k.startswith(allow_missing))
+    unexpected = sorted(k for k in state if k not in expected)
+    wrong = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                   for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or wrong:
+        def show(items: list[str]) -> str:
+            return ", ".join(items[:8]) + (f" … (+{len(items) - 8} more)" if len(items) > 8 else "") if items else "none"
+        raise ValueError(f"{source}: weights do not match {type(module).__name__}: missing [{show(missing)}]; "
+                         f"unexpected [{show(unexpected)}]; wrong shape [{show(wrong)}]. The file belongs to "
+                         "another model or configuration: load it with the matching config/checkpoint")
+
+
+class PretrainedMixin:
+    """save_pretrained / from_pretrained for an nn.Module built as `cls(config)` from a JsonConfig dataclass.
+
+    Subclasses set `config_class` and keep the config as `self.config`. `model_type` (default: the class
+    name) is written into config.json and checked when loading, so a file of another model is refused.
+    """
+
+    config_class: ClassVar[type]
+    model_type: ClassVar[str | None] = None
+
+    @classmethod
+    def _type_name(cls) -> str:
+        return cls.model_type or cls.__name__
+
+    def save_pretrained(self, folder: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> Path:
+        """Write `config.json` and `model.safetensors` into `folder` (replaced as a whole, atomically)."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            config = json.loads(self.config.to_json())  # type: ignore[attr-defined]
+            payload = {"model_type": self._type_name(), "config": config}
+            (tmp / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True))
+            save_tensors(tmp / WEIGHTS_NAME, self.state_dict(), metadata={"model_type": self._type_name(),
+                                                                             **(metadata or {})})
+            if folder.exists():
+                old = folder.with_name(f".{folder.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(folder, old)
+                os.replace(tmp, folder)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    @classmethod
+    def read_config(cls, folder: str | os.PathLike) -> Any:
+        """Parse `folder/config.json` into `config_class`, checking the model type."""
+        path = Path(folder) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{cls.__name__}.from_pretrained: no {CONFIG_NAME} in '{folder}'; give a "
+                                    "folder written by save_pretrained (config.json + model.safetensors)")
+        try:
+            payload = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{cls.__name__}.from_pretrained: '{path}' is not valid JSON ({error})") from error
+        if not isinstance(payload, dict) or "config" not in payload:
+            raise ValueError(f"{cls.__name__}.from_pretrained: '{path}' has no 'config' entry; it was not "
+                             "written by save_pretrained")
+        found = payload.get("model_type")
+        if found != cls._type_name():
+            raise ValueError(f"{cls.__name__}.from_pretrained: '{folder}' holds a '{found}' model, not "
+                             f"'{cls._type_name()}'; pick the matching loader or checkpoint")
+        return cls.config_class.from_json(json.dumps(payload["config"]))
+
+    @classmethod
+    def from_pretrained(cls: type[M], folder: str | os.PathLike, *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None) -> M:
+        """Rebuild from `folder/config.json` and load `folder/model.safetensors` strictly."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{cls.__name__}.from_pretrained: '{folder}' is not a folder; give the "
+                                    "folder written by save_pretrained or by the trainer (…/final)")
+        config = cls.read_config(folder)
+        model = cls(config)  # type: ignore[call-arg]
+        state = load_tensors(folder / WEIGHTS_NAME)
+        check_state_dict(model, state, source=f"{cls.__name__}.from_pretrained('{folder}')")  # type: ignore[arg-type]
+        model.load_state_dict(state, strict=True)  # type: ignore[attr-defined]
+        model.to(device=device, dtype=dtype)  # type: ignore[attr-defined]
+        return model.eval()  # type: ignore[attr-defined]
