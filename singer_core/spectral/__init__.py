@@ -1,1 +1,2 @@
-"""SINGER spectral modules: sub-band visualisation (MSM and SFM arrive with the diffusion issue)."""
+"""SINGER spectral modules: the Multi-scale Spectral Module (msm), the Self-adaptive Filter Module
+(sfm) and the sub-band visualisation (visualize). Import the submodules directly; nothing is loaded here."""
