@@ -117,6 +117,50 @@ def run(shapes, repeat: int, device: str = "cpu", dtype=torch.float32) -> list[d
     return rows
 
 
+def interference(repeat: int, shape=(16, 1280, 8, 8)) -> dict:
+    """Time a small torch workload (a 3x3 conv and a matmul) and a Haar forward + inverse pair, each
+    alone and interleaved back to back (torch, Haar, torch, ...: how a UNet with spectral blocks runs).
+
+    Parallel numba kernels on the "omp" threading layer (what this project used before) and torch's
+    own OpenMP pool each leave their threads spinning after a region; on 2 cores they take the cores
+    from each other. Returns medians in milliseconds: "torch alone", "torch after haar", "haar alone",
+    "haar after torch", and "cpu/wall" (process CPU time over wall time of the interleaved loop).
+    """
+    x = torch.randn(shape)
+    bands, image = torch.empty(shape[0], shape[1], 4, shape[2] // 2, shape[3] // 2), torch.empty(shape)
+    feature, weight = torch.randn(1, 32, 48, 48), torch.randn(32, 32, 3, 3)
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+
+    def work():
+        torch.nn.functional.conv2d(feature, weight, padding=1)
+        a @ b
+
+    def haar():
+        haar_dwt2(x, out=bands)
+        haar_idwt2(bands, out=image)
+
+    def timed(fn):
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    for _ in range(5):  # warm-up: compile, thread pools
+        haar()
+        work()
+    result = {"torch alone": [timed(work) for _ in range(repeat)]}
+    time.sleep(0.1)
+    result["haar alone"] = [timed(haar) for _ in range(repeat)]
+    time.sleep(0.1)
+    after_haar, after_torch = [], []
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(repeat):
+        after_torch.append(timed(haar))
+        after_haar.append(timed(work))
+    cpu_over_wall = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    result |= {"torch after haar": after_haar, "haar after torch": after_torch}
+    return {name: 1e3 * statistics.median(times) for name, times in result.items()} | {"cpu/wall": cpu_over_wall}
+
+
 def print_table(rows: list[dict]) -> None:
     for row in rows:
         shape = "x".join(map(str, row["shape"]))
@@ -138,8 +182,15 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=None, help="timed repeats per measurement")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--interference", action="store_true",
+                        help="only time torch work alone and right after a Haar call (see interference())")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.interference:
+        result = interference(args.repeat or 200)
+        print(", ".join(f"{name}: {value:.3f}" + (" ms" if name != "cpu/wall" else "")
+                        for name, value in result.items()))
+        return 0
     shapes = QUICK_SHAPES if args.quick else SHAPES
     repeat = args.repeat or (3 if args.quick else 50)
     print(f"torch {torch.__version__}, {args.threads} thread(s), numba kernels: "

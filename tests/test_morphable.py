@@ -232,7 +232,7 @@ def test_vertices_and_albedo_are_the_linear_model(model):
     assert float(raw.max()) > 1.0 and float(raw.min()) < 0.0  # the clamp was exercised
 
 
-def _landmarks2d(model, exp=None, size=224):
+def _landmarks2d(model, exp=None, size=320):  # 320 = 224 / HEAD_SCALE (0.7) px
     exp = torch.zeros(1, 64) if exp is None else exp
     shape = model.vertices(torch.zeros(1, 80), exp)
     pixels, _ = project(shape, Camera(), size)

@@ -38,7 +38,7 @@ def scene():
     keys = np.arange(0, count, POSE_STEP)
     coeffs = zero_coeffs(len(keys))
     coeffs[:, 227:254] = default_lighting()
-    coeffs[:, 256] = -9.0  # farther from the camera: the whole head fits the 128 px render
+    coeffs[:, 256] = -3.3  # farther from the camera: the whole head fits the 128 px render
     coeffs[:, 224] = torch.from_numpy(0.05 * np.sin(2 * np.pi * t[keys] / 1.5)).float()  # pitch
     coeffs[:, 225] = torch.from_numpy(0.12 * np.sin(2 * np.pi * t[keys] / 2.0)).float()  # yaw
     coeffs[:, 80] = torch.from_numpy(0.15 * (1 + np.sin(4 * np.pi * t[keys]))).float()  # jaw open

@@ -410,7 +410,7 @@ def test_expressions_show_in_the_image(model):
     coeffs[:, 227:254] = default_lighting()
     coeffs[1, 80 + EXPRESSION_UNITS["jaw_open"]] = 1.0
     coeffs[2, 80 + EXPRESSION_UNITS["blink"]] = 1.0
-    out = render_coeffs(model, coeffs, image_size=192)
+    out = render_coeffs(model, coeffs, image_size=272)  # the face ~130 px wide
     rest, opened, blink = _luma(out, 0), _luma(out, 1), _luma(out, 2)
     mid = ((out.landmarks[1, 62] + out.landmarks[1, 66]) / 2).round().long()
     assert float(opened[mid[1], mid[0]]) < 0.15  # a dark mouth interior between the lips

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import logging
 import math
-import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -24,7 +23,6 @@ from ..io.config import JsonConfig
 
 logger = logging.getLogger(__name__)
 
-_NUMBA_LOCK = threading.Lock()
 _MDX_NAMES = ("MdxNetSeparator", "MdxNetParams", "KIM_VOCAL_2", "onnx_graph_inputs")
 
 
@@ -111,19 +109,23 @@ def median_filter_valid_torch(rows: torch.Tensor, size: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def _numba_median():
-    """Compile the numba sliding-median kernel on first use; None when numba is unavailable."""
+    """Compile the numba sliding-median kernel on first use; None when numba is unavailable.
+
+    Serial on purpose, like the Haar kernels (see ``ops/haar_kernels.py``): a ``parallel=True`` kernel
+    runs on numba's "omp" threading layer, whose threads keep spinning after the region and slow the
+    torch ops that follow on a 2-core machine. Serial, it releases the GIL and is re-entrant."""
     try:
-        from numba import njit, prange
+        from numba import njit
     except Exception as error:  # ImportError, or a broken llvmlite install
         logger.info("numba unavailable (%s); median filters use torch", error)
         return None
 
-    @njit(parallel=True, cache=False)
+    @njit(cache=False, nogil=True)
     def kernel(rows, size, out):  # pragma: no cover - compiled
         # a sorted copy of the window slides along each row: drop the outgoing value, insert the
         # incoming one by shifting its neighbours (O(size) per output instead of a sort)
         half = size // 2
-        for r in prange(rows.shape[0]):
+        for r in range(rows.shape[0]):
             window = np.sort(rows[r, :size])
             out[r, 0] = window[half]
             for j in range(1, out.shape[1]):
@@ -150,8 +152,7 @@ def median_filter_valid_numba(rows: torch.Tensor, size: int) -> torch.Tensor:
         return median_filter_valid_torch(rows, size)
     source = np.ascontiguousarray(rows.detach().cpu().numpy(), dtype=np.float32)
     out = np.empty((source.shape[0], source.shape[1] - size + 1), dtype=np.float32)
-    with _NUMBA_LOCK:  # numba's workqueue threading layer is not re-entrant
-        kernel(source, size, out)
+    kernel(source, size, out)
     return torch.from_numpy(out)
 
 

@@ -24,7 +24,7 @@ Expression units are the entries of the 64-d expression vector named in ``EXPRES
 | yaw         | offset + sway_yaw * sin(2 pi f_yaw t + phase), f_yaw in [0.08, 0.25] Hz, 2 .. 6 degrees      |
 | roll        | offset + sway_roll * sin(2 pi f_roll t + phase), f_roll in [0.05, 0.2] Hz, 1 .. 3 degrees    |
 | trans       | offset + x sway following the yaw sinusoid (sway_shift 0.03 .. 0.08, a few % of the face); |
-|             | the offset is FRAMING_TRANS (0, 0.3, -1.2) + N(0, (0.04, 0.04, 0.15)^2): whole face in view |
+|             | the offset is N(0, (0.03, 0.03, 0.15)^2) (FRAMING_TRANS = 0: the head is framed at 0)     |
 
 Offsets (angles N(0, 3 deg), translation, smile, other expression entries) and gains are the
 identity's ``MotionStyle``; ``sample_motion_style`` draws one from a seeded generator. The speech
@@ -56,9 +56,10 @@ BROW_TAU_S = 0.120  # time constant of the brow smoother
 BLINK_SUPPORT_S = 0.2  # total length of a blink pulse
 BLINK_INTERVAL_S = (2.0, 5.0)  # range of the time between blinks
 NOD_SIGMA_S = 0.080  # width of a nod dip (capped at a fifth of the beat period)
-# mean head translation (decimetres): a little up and back from the renderer's neutral framing, so that the
-# whole face (brows to chin, the 68 landmarks) stays inside the frame while it nods and sways
-FRAMING_TRANS = (0.0, 0.3, -1.2)
+# mean head translation (model units): none, the procedural head at trans 0 is already framed whole (hair
+# to chin, see face.procedural.HEAD_SCALE); the identities' offsets are small jitter around it
+FRAMING_TRANS = (0.0, 0.0, 0.0)
+TRANS_JITTER = (0.03, 0.03, 0.15)  # standard deviation of an identity's translation offset (x, y, z)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +124,7 @@ def sample_motion_style(rng: np.random.Generator) -> MotionStyle:
         sway_shift=float(rng.uniform(0.03, 0.08)),
         angle_offset_deg=tuple(float(x) for x in rng.normal(0.0, 3.0, 3)),
         trans_offset=tuple(float(base + x) for base, x in zip(FRAMING_TRANS, rng.normal(0.0, 1.0, 3)
-                                                              * np.array([0.04, 0.04, 0.15]), strict=True)),
+                                                              * np.array(TRANS_JITTER), strict=True)),
         smile=float(rng.uniform(0.0, 0.3)),
         exp_offset=tuple(float(x) for x in exp_offset),
     )

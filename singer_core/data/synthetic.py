@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000  # audio rate of every synthetic clip
 RENDER_BATCH = 16  # frames rendered per call (bounds memory at any clip length)
 STYLE_CHOICES = (*STYLES, "mixed")  # "mixed": every fifth clip is speech, the others sing
+# Bumped whenever the same config renders different clips (framing, lighting, motion rules), so cached
+# datasets made by an older generator are regenerated instead of silently reused. 2: centred head, mild tint.
+GENERATOR_VERSION = 2
+LIGHT_TINT = 0.0125  # std of an identity's warm/cool light tint (added to red, taken from blue DC terms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +124,8 @@ def make_identity(index: int, *, seed: int = 0, textured_background: bool = Fals
     """Draw identity number `index` of the dataset seeded by `seed` (independent of every other index).
 
     Coefficients are N(0, 0.7^2) clipped to +-2 (plausible faces of the procedural model); lighting is the
-    renderer's default key light with a random strength (0.6 .. 1.2), direction (+- 0.25) and a slight
-    colour tint; the background is a muted random colour.
+    renderer's default key light with a random strength (0.6 .. 1.2), direction (+- 0.25) and a very slight
+    warm/cool tint (``LIGHT_TINT``); the background is a muted random colour.
     """
     from ..face.render import default_lighting
 
@@ -130,7 +134,11 @@ def make_identity(index: int, *, seed: int = 0, textured_background: bool = Fals
     direction[2] = abs(direction[2]) + 0.2  # keep the key light in front of the face
     gamma = default_lighting(float(rng.uniform(0.6, 1.2)), direction=tuple(float(x) for x in direction),
                              ambient=float(rng.uniform(0.0, 0.1))).numpy().astype(np.float64)
-    gamma.reshape(3, 9)[:, 0] += rng.normal(0.0, 0.03, 3)  # a slight colour tint of the light
+    # a very slight warm (red up, blue down) or cool tint of the light, +-2.5 % at 2 sigma; independent noise
+    # per colour channel turned skin grey or olive
+    # (three draws, of which one is used, keep the identity's later draws as they were)
+    tint = LIGHT_TINT * rng.normal(0.0, 1.0, 3)[0]
+    gamma.reshape(3, 9)[:, 0] += tint * np.array([1.0, 0.0, -1.0])
     hue, saturation, value = rng.uniform(0, 1), rng.uniform(0.2, 0.6), rng.uniform(0.35, 0.85)
     background = _hsv_to_rgb(hue, saturation, value)
     return Identity(
@@ -233,6 +241,7 @@ def generate_clip(config: SynthSingerConfig, clip_index: int, *, model=None,
         extra={
             "generator": "singer_core.data.synthetic",
             "clip_index": clip_index,
+            "generator_version": GENERATOR_VERSION,
             "synth_config": json.loads(config.to_json()),
             "song": json.loads(song.config.to_json()),
             "motion_style": json.loads(identity.motion.to_json()),
@@ -322,7 +331,8 @@ def _same_clip(folder: Path, config: SynthSingerConfig, clip_index: int) -> bool
     except (OSError, json.JSONDecodeError):
         return False
     extra = meta.get("extra", {}) if isinstance(meta, dict) else {}
-    return extra.get("synth_config") == json.loads(config.to_json()) and extra.get("clip_index") == clip_index
+    return (extra.get("synth_config") == json.loads(config.to_json()) and extra.get("clip_index") == clip_index
+            and extra.get("generator_version") == GENERATOR_VERSION)
 
 
 def _hsv_to_rgb(hue: float, saturation: float, value: float) -> tuple[float, float, float]:

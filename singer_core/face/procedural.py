@@ -20,8 +20,12 @@ Construction
   ``TEX_UNITS``), the rest random smooth fields; coefficients ~N(0, 1) give plausible people. The
   mean face and named units do not depend on the seed; the random fields do.
 
-Units are Deep3DFaceRecon's (decimetres); the model frame is x right, y up, z towards the camera,
-origin near the head centre, so the default camera frames the face like a Deep3DFaceRecon crop.
+The model frame is x right, y up, z towards the camera (Deep3DFaceRecon's). The head is built
+life-size in decimetres, then centred on the middle of the head (chin to crown) and scaled by
+``HEAD_SCALE`` (0.7), so that the default camera (focal 1015 at 224 px, distance 10) at angle 0 and
+trans 0 frames the whole head, hair and chin included, over the middle ~70 % of the frame height with a
+short piece of neck below, leaving room for nods and sway (a Deep3DFaceRecon crop is tighter: it cuts the
+hair).
 """
 
 from __future__ import annotations
@@ -45,10 +49,17 @@ NOSE_TIP_Y = -0.10
 MOUTH_Y, MOUTH_HALF_W = -0.43, 0.235  # lip line and half width (corners)
 UPPER_LIP_H, LOWER_LIP_H = 0.052, 0.068
 HAIRLINE_Y = 0.77  # hairline above the forehead centre
-SPACING = 0.028  # vertex spacing (model units) at detail 1, halved over the eyes and the mouth:
+SPACING = 0.028  # vertex spacing (build units) at detail 1, halved over the eyes and the mouth:
 FEATURE_SPACING = 0.5  # ... there, vertices are SPACING * FEATURE_SPACING apart
 JAW_PIVOT = (0.02, -0.2)  # (y, z) of the jaw's rotation axis (parallel to x)
 JAW_ANGLE = 0.26  # radians of jaw rotation at jaw_open = 1 (lower lip drops ~0.27)
+# framing: the head is built life-size (all constants above are in these build units, decimetres), then
+# moved so that HEAD_CENTRE (half-way between the chin at y -0.86 and the crown at y 1.33, and between the
+# nose tip and the back of the head in z) is the origin, and scaled by HEAD_SCALE: under the default camera
+# (focal 1015 at 224 px, distance 10) angle 0 / trans 0 then shows the whole head, hair and chin included,
+# centred, over the middle ~70 % of the frame height (~50 % of its width), with a short piece of neck
+HEAD_CENTRE = (0.0, 0.235, -0.10)
+HEAD_SCALE = 0.7
 # mouth rows, top to bottom, all on the lip line at rest: (name, fraction of the jaw motion, recess)
 BAND_ROWS = (("upper_lip", 0.0, 0.0), ("teeth_top", 0.01, 0.25), ("teeth_bottom", 0.12, 0.35),
              ("mouth_top", 0.15, 1.0), ("mouth_bottom", 0.93, 1.0), ("lower_lip", 1.0, 0.0))
@@ -595,6 +606,10 @@ def _build_arrays(seed: int, detail: int) -> dict[str, np.ndarray]:
         tex[:-1, :, k] = field
     # 5. landmarks on the neutral face
     landmarks = _landmarks(grid, positions)
+    # 6. framing: centre and scale the head (the bases are displacements: scaled only)
+    positions = (positions - np.asarray(HEAD_CENTRE)) * HEAD_SCALE
+    ident *= HEAD_SCALE
+    exp *= HEAD_SCALE
     arrays = {"mean_shape": positions, "id_basis": ident, "exp_basis": exp, "mean_tex": np.clip(mean_tex, 0, 1),
               "tex_basis": tex}
     arrays = {key: value.astype(np.float32) for key, value in arrays.items()}  # the cache holds float32
@@ -606,8 +621,8 @@ def build_procedural_model(seed: int = 0, detail: int = 1) -> MorphableModel:
 
     Args:
         seed: seeds the random identity/expression/texture fields (integer).
-        detail: mesh density 1..4: vertices SPACING / detail model units apart (half that over the eyes
-            and mouth); at 224 px and detail 1 that is ~3 px (~1.5 px over the features).
+        detail: mesh density 1..4: vertices SPACING / detail build units apart (half that over the eyes
+            and mouth); at 224 px and detail 1 that is ~2 px (~1 px over the features).
 
     Returns:
         A float32 CPU MorphableModel named "procedural(seed=S, detail=D)".

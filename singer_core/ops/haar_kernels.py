@@ -6,8 +6,18 @@ public functions in :mod:`singer_core.ops.wavelet` pad odd sizes before calling 
 fall back to plain torch ops for other devices/dtypes or when numba is missing.
 
 numba is imported on first use, never at import time (importing it costs ~0.3 s), and each
-kernel is compiled on its first call. numba's workqueue threading layer is not re-entrant, so
-calls are serialised with a lock.
+kernel is compiled on its first call.
+
+The kernels are serial on purpose (as the renderer's, ``face/render.py``). Compiled with
+``parallel=True`` they ran on numba's "omp" threading layer (its default when OpenMP is present): a
+second OpenMP pool beside torch's, whose threads keep spinning after every region. On the 2-core
+machine, under load, a forward + inverse pair on (16, 1280, 8, 8) took 1.4 ms at best in parallel
+but 9-21 ms whenever the cores were contended (the region's barrier waits for a descheduled pool
+thread); serially it takes 1.4-1.7 ms steadily, and large, memory-bound transforms run as fast
+(``python benchmarks/wavelet.py --interference`` times torch work and Haar calls interleaved).
+OpenMP's wait policy is read once, when the runtime loads, and numba's "workqueue" layer (which does
+not spin) aborts when two threads launch kernels at once. The serial kernels release the GIL and are
+re-entrant: callers on several threads run them concurrently, without a lock.
 """
 
 from __future__ import annotations
@@ -15,14 +25,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import threading
 
 import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
 
-_LOCK = threading.Lock()
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 # Rows at least this wide use the two-stage 2D kernels. Measured on 2 cores, float32,
 # (1024..4096, 32, W): the two-stage forward wins from W=16, the two-stage inverse from W~48.
@@ -34,8 +42,7 @@ _WIDE_INVERSE = 48
 def _compiled():
     """Return the dict of compiled kernels, or None when numba is unavailable."""
     try:
-        import numba
-        from numba import njit, prange
+        from numba import njit
     except Exception as error:  # ImportError, or a broken llvmlite install
         logger.info("numba unavailable (%s); Haar transforms use the torch path", error)
         return None
@@ -44,7 +51,7 @@ def _compiled():
     # this package under a path-derived name, so a cache written inside ComfyUI breaks the
     # plain `singer_core` import (and vice versa). Compiling costs < 1 s per kernel, once per
     # process, on first use.
-    opts = dict(parallel=True, fastmath=True, cache=False, nogil=True)
+    opts = dict(fastmath=True, cache=False, nogil=True)  # serial: see the module docstring
 
     def make_2d(ih: int, iv: int):
         """Kernels for one band order; ih/iv (plane of cH/cV) are compile-time constants so the
@@ -52,14 +59,11 @@ def _compiled():
         would be typed float64 and push float32 arithmetic to float64): ``half`` = 0.5 and
         ``half_sg`` = 0.5 * sign, where sign (+-1) is the high-pass convention."""
 
-        # Narrow rows. Two loop decompositions of the same butterfly, kept separate on purpose:
-        # one chunked loop with (b, i) counters served both but ran the (16, 1280, 8, 8) case
-        # 1.4x slower, because LLVM no longer optimised the plain nested loops.
         # x: (B, h, 2, w, 2) view of (B, H, W); out: (B, 4, h, w)
         @njit(**opts)
         def dwt2_images(x, out, half, half_sg):
             nb, h, _, w, _ = x.shape
-            for b in prange(nb):
+            for b in range(nb):
                 for i in range(h):
                     for j in range(w):
                         a = x[b, i, 0, j, 0]
@@ -75,31 +79,11 @@ def _compiled():
                         out[b, iv, i, j] = half_sg * (d0 + d1)
                         out[b, 3, i, j] = half * (d0 - d1)
 
-        @njit(**opts)
-        def dwt2_rows(x, out, half, half_sg):
-            nb, h, _, w, _ = x.shape
-            for r in prange(nb * h):
-                b = r // h
-                i = r - b * h
-                for j in range(w):
-                    a = x[b, i, 0, j, 0]
-                    bb = x[b, i, 0, j, 1]
-                    c = x[b, i, 1, j, 0]
-                    d = x[b, i, 1, j, 1]
-                    s0 = a + bb
-                    d0 = a - bb
-                    s1 = c + d
-                    d1 = c - d
-                    out[b, 0, i, j] = half * (s0 + s1)
-                    out[b, ih, i, j] = half_sg * (s0 - s1)
-                    out[b, iv, i, j] = half_sg * (d0 + d1)
-                    out[b, 3, i, j] = half * (d0 - d1)
-
         # y: (B, 4, h, w); out: (B, h, 2, w, 2) view of (B, H, W)
         @njit(**opts)
         def idwt2_images(y, out, half, half_sg):
             nb, _, h, w = y.shape
-            for b in prange(nb):
+            for b in range(nb):
                 for i in range(h):
                     for j in range(w):
                         ca = half * y[b, 0, i, j]
@@ -115,41 +99,17 @@ def _compiled():
                         out[b, i, 1, j, 0] = (q + v)
                         out[b, i, 1, j, 1] = (q - v)
 
-        @njit(**opts)
-        def idwt2_rows(y, out, half, half_sg):
-            nb, _, h, w = y.shape
-            for r in prange(nb * h):
-                b = r // h
-                i = r - b * h
-                for j in range(w):
-                    ca = half * y[b, 0, i, j]
-                    ch = half_sg * y[b, ih, i, j]
-                    cv = half_sg * y[b, iv, i, j]
-                    cd = half * y[b, 3, i, j]
-                    p = ca + ch
-                    q = ca - ch
-                    u = cv + cd
-                    v = cv - cd
-                    out[b, i, 0, j, 0] = (p + u)
-                    out[b, i, 0, j, 1] = (p - u)
-                    out[b, i, 1, j, 0] = (q + v)
-                    out[b, i, 1, j, 1] = (q - v)
-
         # Two-stage variants for wide rows: the vertical butterfly runs on contiguous
-        # rows, the horizontal one on two row-sized temporaries that stay in L1. Work is split
-        # into `chunks` ranges of (image, row-pair) so one large image still uses every thread.
+        # rows, the horizontal one on two row-sized temporaries that stay in L1.
         # x: (B, h, 2, W); out: (B, 4, h, W/2)
         @njit(**opts)
-        def dwt2_wide(x, out, half, half_sg, chunks):
+        def dwt2_wide(x, out, half, half_sg):
             nb, h, _, width = x.shape
             w = width // 2
-            rows = nb * h
-            for chunk in prange(chunks):
-                s = np.empty(width, x.dtype)
-                d = np.empty(width, x.dtype)
-                for r in range(rows * chunk // chunks, rows * (chunk + 1) // chunks):
-                    b = r // h
-                    i = r - b * h
+            s = np.empty(width, x.dtype)
+            d = np.empty(width, x.dtype)
+            for b in range(nb):
+                for i in range(h):
                     for j in range(width):
                         top = x[b, i, 0, j]
                         bottom = x[b, i, 1, j]
@@ -163,16 +123,13 @@ def _compiled():
 
         # y: (B, 4, h, w); out: (B, h, 2, 2w)
         @njit(**opts)
-        def idwt2_wide(y, out, half, half_sg, chunks):
+        def idwt2_wide(y, out, half, half_sg):
             nb, _, h, w = y.shape
             width = 2 * w
-            rows = nb * h
-            for chunk in prange(chunks):
-                low = np.empty(width, y.dtype)
-                high = np.empty(width, y.dtype)
-                for r in range(rows * chunk // chunks, rows * (chunk + 1) // chunks):
-                    b = r // h
-                    i = r - b * h
+            low = np.empty(width, y.dtype)
+            high = np.empty(width, y.dtype)
+            for b in range(nb):
+                for i in range(h):
                     for j in range(w):
                         ca = half * y[b, 0, i, j]
                         ch = half_sg * y[b, ih, i, j]
@@ -186,8 +143,7 @@ def _compiled():
                         out[b, i, 0, j] = low[j] + high[j]
                         out[b, i, 1, j] = low[j] - high[j]
 
-        return {"dwt2_images": dwt2_images, "dwt2_rows": dwt2_rows,
-                "idwt2_images": idwt2_images, "idwt2_rows": idwt2_rows,
+        return {"dwt2_images": dwt2_images, "idwt2_images": idwt2_images,
                 "dwt2_wide": dwt2_wide, "idwt2_wide": idwt2_wide}
 
     # ------------------------------------------------------------------ 1D
@@ -195,7 +151,7 @@ def _compiled():
     @njit(**opts)
     def dwt1(x, out, scale, scale_sg):
         no, m, _, ni = x.shape
-        for o in prange(no):
+        for o in range(no):
             for k in range(m):
                 for t in range(ni):
                     a = x[o, k, 0, t]
@@ -207,7 +163,7 @@ def _compiled():
     @njit(**opts)
     def dwt1_last(x, out, scale, scale_sg):
         no, m, _ = x.shape
-        for o in prange(no):
+        for o in range(no):
             for k in range(m):
                 a = x[o, k, 0]
                 b = x[o, k, 1]
@@ -217,7 +173,7 @@ def _compiled():
     @njit(**opts)
     def idwt1(y, out, scale, scale_sg):
         no, _, m, ni = y.shape
-        for o in prange(no):
+        for o in range(no):
             for k in range(m):
                 for t in range(ni):
                     lo = scale * y[o, 0, k, t]
@@ -228,7 +184,7 @@ def _compiled():
     @njit(**opts)
     def idwt1_last(y, out, scale, scale_sg):
         no, _, m = y.shape
-        for o in prange(no):
+        for o in range(no):
             for k in range(m):
                 lo = scale * y[o, 0, k]
                 hi = scale_sg * y[o, 1, k]
@@ -242,7 +198,6 @@ def _compiled():
         "dwt1_last": dwt1_last,
         "idwt1": idwt1,
         "idwt1_last": idwt1_last,
-        "threads": numba.get_num_threads(),
     }
 
 
@@ -263,43 +218,26 @@ def _scalars(dtype: torch.dtype, *values: float):
     return tuple(kind(v) for v in values)
 
 
-def _by_images(threads: int, n_images: int, n_rows: int) -> bool:
-    """Parallelise over whole images when there are enough of them to keep every thread busy."""
-    return n_images >= 4 * threads or n_rows < 4 * threads
-
-
 def dwt2(x: torch.Tensor, out: torch.Tensor, ih: int, iv: int, sign: float) -> None:
     """x: contiguous (B, H, W), H and W even -> out: contiguous (B, 4, H/2, W/2)."""
-    k = _compiled()
+    kernels = _compiled()[(ih, iv)]
     nb, height, width = x.shape
-    kernels = k[(ih, iv)]
     half, half_sg = _scalars(x.dtype, 0.5, 0.5 * sign)
     if width >= _WIDE_FORWARD:
-        chunks = min(nb * height // 2, 8 * k["threads"])
-        with _LOCK:
-            kernels["dwt2_wide"](x.numpy().reshape(nb, height // 2, 2, width), out.numpy(), half, half_sg, chunks)
-        return
-    name = "dwt2_images" if _by_images(k["threads"], nb, nb * height // 2) else "dwt2_rows"
-    xv = x.numpy().reshape(nb, height // 2, 2, width // 2, 2)
-    with _LOCK:
-        kernels[name](xv, out.numpy(), half, half_sg)
+        kernels["dwt2_wide"](x.numpy().reshape(nb, height // 2, 2, width), out.numpy(), half, half_sg)
+    else:
+        kernels["dwt2_images"](x.numpy().reshape(nb, height // 2, 2, width // 2, 2), out.numpy(), half, half_sg)
 
 
 def idwt2(y: torch.Tensor, out: torch.Tensor, ih: int, iv: int, sign: float) -> None:
     """y: contiguous (B, 4, h, w) -> out: contiguous (B, 2h, 2w)."""
-    k = _compiled()
+    kernels = _compiled()[(ih, iv)]
     nb, _, h, w = y.shape
-    kernels = k[(ih, iv)]
     half, half_sg = _scalars(y.dtype, 0.5, 0.5 * sign)
     if 2 * w >= _WIDE_INVERSE:
-        chunks = min(nb * h, 8 * k["threads"])
-        with _LOCK:
-            kernels["idwt2_wide"](y.numpy(), out.numpy().reshape(nb, h, 2, 2 * w), half, half_sg, chunks)
-        return
-    name = "idwt2_images" if _by_images(k["threads"], nb, nb * h) else "idwt2_rows"
-    ov = out.numpy().reshape(nb, h, 2, w, 2)
-    with _LOCK:
-        kernels[name](y.numpy(), ov, half, half_sg)
+        kernels["idwt2_wide"](y.numpy(), out.numpy().reshape(nb, h, 2, 2 * w), half, half_sg)
+    else:
+        kernels["idwt2_images"](y.numpy(), out.numpy().reshape(nb, h, 2, w, 2), half, half_sg)
 
 
 def dwt1(x: torch.Tensor, out: torch.Tensor, sign: float) -> None:
@@ -307,11 +245,10 @@ def dwt1(x: torch.Tensor, out: torch.Tensor, sign: float) -> None:
     k = _compiled()
     no, n, ni = x.shape
     scale, scale_sg = _scalars(x.dtype, _SQRT_HALF, _SQRT_HALF * sign)
-    with _LOCK:
-        if ni == 1:
-            k["dwt1_last"](x.numpy().reshape(no, n // 2, 2), out.numpy().reshape(no, 2, n // 2), scale, scale_sg)
-        else:
-            k["dwt1"](x.numpy().reshape(no, n // 2, 2, ni), out.numpy(), scale, scale_sg)
+    if ni == 1:
+        k["dwt1_last"](x.numpy().reshape(no, n // 2, 2), out.numpy().reshape(no, 2, n // 2), scale, scale_sg)
+    else:
+        k["dwt1"](x.numpy().reshape(no, n // 2, 2, ni), out.numpy(), scale, scale_sg)
 
 
 def idwt1(y: torch.Tensor, out: torch.Tensor, sign: float) -> None:
@@ -319,8 +256,7 @@ def idwt1(y: torch.Tensor, out: torch.Tensor, sign: float) -> None:
     k = _compiled()
     no, _, m, ni = y.shape
     scale, scale_sg = _scalars(y.dtype, _SQRT_HALF, _SQRT_HALF * sign)
-    with _LOCK:
-        if ni == 1:
-            k["idwt1_last"](y.numpy().reshape(no, 2, m), out.numpy().reshape(no, m, 2), scale, scale_sg)
-        else:
-            k["idwt1"](y.numpy(), out.numpy().reshape(no, m, 2, ni), scale, scale_sg)
+    if ni == 1:
+        k["idwt1_last"](y.numpy().reshape(no, 2, m), out.numpy().reshape(no, m, 2), scale, scale_sg)
+    else:
+        k["idwt1"](y.numpy(), out.numpy().reshape(no, m, 2, ni), scale, scale_sg)

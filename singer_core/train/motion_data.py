@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..data.format import read_index
-from ..data.synthetic import SynthSingerConfig, generate_dataset
+from ..data.synthetic import GENERATOR_VERSION, SynthSingerConfig, generate_dataset
 from .loop import LoopConfig
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class AudioSpec:
 def synth_dataset(config: SynthSingerConfig, cache_dir: Path, progress=None) -> Path:
     """The folder of a SynthSinger dataset made with `config` under cache_dir (generated once; an interrupted
     generation resumes: finished clips are kept)."""
-    digest = hashlib.sha1(config.to_json().encode()).hexdigest()[:12]
+    digest = hashlib.sha1(f"{config.to_json()} v{GENERATOR_VERSION}".encode()).hexdigest()[:12]
     folder = Path(cache_dir) / f"synthsinger-{digest}"
     try:
         index = read_index(folder)
