@@ -110,7 +110,7 @@ def test_cli_motion_prints_the_table_and_writes_json(dataset, tmp_path, capsys):
 
 
 def test_cli_errors(dataset, tmp_path, capsys):
-    assert cli.main(["nerf"]) == 2
+    assert cli.main(["fvd-of-nothing"]) == 2
     assert "unknown command" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["motion", "--checkpoint", str(tmp_path), "--data", str(dataset), "--steps", "0"])

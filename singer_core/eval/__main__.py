@@ -98,7 +98,14 @@ def motion_main(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"motion": motion_main}  # name -> main(argv) -> exit code
+def nerf_main(argv: list[str]) -> int:
+    """`nerf`: held-out PSNR / SSIM / LPIPS / mouth error of a trained per-subject NeRF (see eval/nerf.py)."""
+    from .nerf import main as run
+
+    return run(argv)
+
+
+COMMANDS = {"motion": motion_main, "nerf": nerf_main}  # name -> main(argv) -> exit code
 
 
 def main(argv: list[str] | None = None) -> int:

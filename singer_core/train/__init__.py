@@ -16,8 +16,10 @@ import logging
 logger = logging.getLogger(__name__)
 
 TASKS: dict[str, str] = {
+    "dynamic-sync": ".dynamic_sync:DynamicSyncTask",  # DAMC's Dynamic-Sync Encoder E_d + lip-sync expert (§2.2)
     "lip-expert": ".lip_expert:LipExpertTask",  # FD2Talk's lip expert on mouth-vertex motion (contrastive)
     "motion": ".motion:MotionTask",  # FD2Talk stage 1: expression / pose DiTs (eq. 12)
+    "nerf": ".nerf:NerfTask",  # DAMC §2.4 per-subject audio-driven NeRF (ER-NeRF head) + jointly trained CSFM
 }
 
 
