@@ -7,6 +7,7 @@ Submodules import diffusers lazily; importing this package does no work beyond d
 from .audio_modules import RegionMasks
 from .audio_proj import AudioProjModel
 from .config import DiffusionConfig
+from .face_embedding import FaceEmbedder
 from .face_locator import FaceLocator
 from .image_proj import ImageProjModel
 from .loading import (
@@ -17,11 +18,14 @@ from .loading import (
            read_state_dict,
 )
 from .net import SingerNet
+from .pipeline import PipelineOptions, PipelineResult, SingerPipeline
 from .reference import ReferenceAttentionControl, build_reference_unet
 from .sampling import NoiseSchedule, sample_clip, sample_ddim, sample_long, trailing_timesteps
 from .unet3d import DenoisingUNet3D
+from .vae import load_vae, tiny_vae
 
-__all__ = ["AudioProjModel", "DenoisingUNet3D", "DiffusionConfig", "FaceLocator", "ImageProjModel", "NoiseSchedule",
+__all__ = ["AudioProjModel", "DenoisingUNet3D", "DiffusionConfig", "FaceEmbedder", "FaceLocator", "ImageProjModel", "NoiseSchedule",
            "ReferenceAttentionControl", "RegionMasks", "SingerNet", "build_reference_unet", "load_motion_module",
            "load_net_pth", "load_sd15_state", "load_sd15_unet", "read_state_dict", "sample_clip", "sample_ddim",
-           "sample_long", "trailing_timesteps"]
+           "sample_long", "trailing_timesteps", "PipelineOptions", "PipelineResult", "SingerPipeline", "load_vae",
+           "tiny_vae"]

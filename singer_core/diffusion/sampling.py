@@ -181,14 +181,15 @@ def sample_long(net, *, reference_latent: torch.Tensor, face_embedding: torch.Te
                 face_mask_image: torch.Tensor | None = None, masks: RegionMasks | None = None, clip_frames: int = 16,
                 motion_frames: int = 2, steps: int = 40, guidance: float = 3.5,
                 motion_scale: tuple[float, float, float] | None = (1.0, 1.0, 1.0), seed: int = 0,
-                schedule: NoiseSchedule = NoiseSchedule(), progress: Progress | None = None) -> torch.Tensor:
+                schedule: NoiseSchedule = NoiseSchedule(), use_msm: bool = True,
+                progress: Progress | None = None) -> torch.Tensor:
     """Latents of a whole song: consecutive clips, each conditioned on the last frames of the previous one.
 
     reference_latent: (1, C, h, w) portrait latent; face_embedding: (1, D); audio_windows: (1, N, seq_len,
     blocks, channels) for N video frames; masks: region masks for one clip (1 * clip_frames frames; the
     official code uses the portrait's masks for every frame); clip_frames: frames per clip (16);
     motion_frames: previous frames fed through the reference UNet (2; the first clip uses the portrait);
-    seed: noise seed (clip k draws from a generator seeded seed + k); progress: (done, total) over all
+    seed: noise seed (clip k draws from a generator seeded seed + k); use_msm: False skips the MSM; progress: (done, total) over all
     clips x steps, may raise to stop. The motion frames are passed as latents (the official pipeline
     decodes and re-encodes them with the VAE). Returns (1, C, N, h, w).
     """
@@ -219,7 +220,8 @@ def sample_long(net, *, reference_latent: torch.Tensor, face_embedding: torch.Te
         latents = sample_clip(net, noise, reference_latents=references, face_embedding=face_embedding,
                               audio_windows=audio_windows[:, clip * clip_frames:(clip + 1) * clip_frames],
                               face_mask_image=face_mask_image, masks=masks, steps=steps, guidance=guidance,
-                              motion_scale=motion_scale, schedule=schedule, progress=clip_progress)
+                              motion_scale=motion_scale, schedule=schedule, use_msm=use_msm,
+                              progress=clip_progress)
         outputs.append(latents)
         if motion_frames:
             history = latents[:, :, -motion_frames:]
