@@ -13,6 +13,7 @@ from .audio import (
 )
 from .comfy_bridge import register_model_folders
 from .face import SingerFaceCrop, SingerFacePaste, SingerRenderMotion, SingerSynthSinger
+from .motion import SingerMotionLoader, SingerSampleMotion
 from .spectral import SingerWaveletSubbands
 
 NODES: list[type[io.ComfyNode]] = [
@@ -26,6 +27,8 @@ NODES: list[type[io.ComfyNode]] = [
     SingerRenderMotion,
     SingerFaceCrop,
     SingerFacePaste,
+    SingerMotionLoader,
+    SingerSampleMotion,
 ]
 
 

@@ -35,6 +35,7 @@ from .comfy_bridge import (
     model_subfolders,
     resolve_model_path,
 )
+from .web_preview import audio_preview_ui, merge_ui
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,9 @@ class SingerLoadAudio(io.ComfyNode):
         if decoded.silenced:
             info += f"; {len(decoded.silenced)} damaged span(s) replaced by silence"
         logger.info("%s: %s", who, info)
-        return io.NodeOutput(audio_to_comfy(waveform, rate), info, ui=ui.PreviewText(info))
+        song = audio_to_comfy(waveform, rate)
+        return io.NodeOutput(song, info, ui=merge_ui(ui.PreviewText(info),
+                                                     audio_preview_ui(song, "singer_load_audio", label=path.name)))
 
 
 class SingerSynthSong(io.ComfyNode):
@@ -183,8 +186,13 @@ class SingerSynthSong(io.ComfyNode):
                             backing_db=backing_db, stereo=stereo, sample_rate=int(sample_rate))
         song = synthesize_song(config, progress=comfy_progress())
         rate = song.sample_rate
-        return io.NodeOutput(audio_to_comfy(song.mix, rate), audio_to_comfy(song.vocals, rate),
-                             audio_to_comfy(song.accompaniment, rate))
+        mix, vocals, accompaniment = (audio_to_comfy(song.mix, rate), audio_to_comfy(song.vocals, rate),
+                                      audio_to_comfy(song.accompaniment, rate))
+        preview = [audio_preview_ui(mix, "singer_synth_song", label="song")]
+        if backing:
+            preview += [audio_preview_ui(vocals, "singer_synth_song", label="vocals"),
+                        audio_preview_ui(accompaniment, "singer_synth_song", label="accompaniment")]
+        return io.NodeOutput(mix, vocals, accompaniment, ui=merge_ui(*preview))
 
 
 class SingerIsolateVocals(io.ComfyNode):
@@ -233,7 +241,11 @@ class SingerIsolateVocals(io.ComfyNode):
             result = run(item, comfy_progress())
             vocals.append(result.vocals)
             accompaniment.append(result.accompaniment)
-        return io.NodeOutput(audio_to_comfy(torch.stack(vocals), rate), audio_to_comfy(torch.stack(accompaniment), rate))
+        vocals_audio = audio_to_comfy(torch.stack(vocals), rate)
+        accompaniment_audio = audio_to_comfy(torch.stack(accompaniment), rate)
+        return io.NodeOutput(vocals_audio, accompaniment_audio, ui=merge_ui(
+            audio_preview_ui(vocals_audio, "singer_isolate_vocals", label="vocals"),
+            audio_preview_ui(accompaniment_audio, "singer_isolate_vocals", label="accompaniment")))
 
 
 class SingerAudioEncoderLoader(io.ComfyNode):

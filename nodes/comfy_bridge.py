@@ -16,15 +16,18 @@ AudioEncoder = io.Custom("SINGER_AUDIO_ENCODER")
 Motion = io.Custom("SINGER_MOTION")  # singer_core.face.motion_types.SingerMotion
 FaceIdentityType = io.Custom("SINGER_FACE_IDENTITY")  # singer_core.face.motion_types.FaceIdentity
 FaceCrop = io.Custom("SINGER_FACE_CROP")  # singer_core.face.crop.CropTransform
+MotionModelType = io.Custom("SINGER_MOTION_MODEL")  # singer_core.motion.generator.MotionModel
 
 # Model folders under ComfyUI/models. "audio_encoders" is ComfyUI's own (v0.3.50+); we add it only if missing.
 AUDIO_ENCODER_FOLDER = "audio_encoders"
 SEPARATOR_FOLDER = "audio_separator"  # same folder name as Hallo's pretrained_models/audio_separator
+MOTION_MODEL_FOLDER = "singer_motion"  # our motion DiT checkpoints (save_pretrained folders)
+EVAL_FOLDER = "singer_eval"  # evaluation networks: i3d_torchscript.pt for FVD
 
 
 def register_model_folders() -> None:
     """Add the pack's model folders to ComfyUI's search paths (never overwriting existing entries)."""
-    for name in (AUDIO_ENCODER_FOLDER, SEPARATOR_FOLDER):
+    for name in (AUDIO_ENCODER_FOLDER, SEPARATOR_FOLDER, MOTION_MODEL_FOLDER, EVAL_FOLDER):
         if name not in folder_paths.folder_names_and_paths:
             folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
 

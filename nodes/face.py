@@ -16,6 +16,7 @@ from ..singer_core.face.crop import HALLO_EXPAND_RATIO, expand_box, paste_back, 
 from ..singer_core.face.detect import detect_faces
 from ..singer_core.face.motion_types import FaceIdentity, SingerMotion
 from .comfy_bridge import FaceCrop, FaceIdentityType, Motion, comfy_progress
+from .web_preview import audio_preview_ui, merge_ui, video_preview_ui
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class SingerSynthSinger(io.ComfyNode):
         identity = FaceIdentity(id=coeffs["id"], tex=coeffs["tex"], gamma=coeffs["gamma"],
                                 background=tuple(float(c) for c in clip.meta.extra["background_rgb"]),
                                 name=clip.meta.identity)
-        return io.NodeOutput(frames[:1].clone(), audio, video, motion, identity)
+        preview = merge_ui(video_preview_ui(frames, config.fps, audio, "singer_synthsinger"),
+                           audio_preview_ui(audio, "singer_synthsinger", label="song"))
+        return io.NodeOutput(frames[:1].clone(), audio, video, motion, identity, ui=preview)
 
 
 class SingerRenderMotion(io.ComfyNode):
@@ -102,12 +105,18 @@ class SingerRenderMotion(io.ComfyNode):
                              tooltip="Which synthetic face to use when no identity is connected."),
                 FaceIdentityType.Input("identity", optional=True,
                                        tooltip="A face (e.g. from SynthSinger Clip); overrides identity_seed."),
+                io.Audio.Input("audio", optional=True,
+                               tooltip="The song the motion was made for: attached to the video output."),
             ],
-            outputs=[io.Image.Output("frames", tooltip="One image per motion frame.")],
+            outputs=[
+                io.Image.Output("frames", tooltip="One image per motion frame."),
+                io.Video.Output("video", tooltip="The frames at the motion's fps, with the audio if connected "
+                                                 "(for Save Video / Preview)."),
+            ],
         )
 
     @classmethod
-    def execute(cls, motion, size, identity_seed, identity=None) -> io.NodeOutput:
+    def execute(cls, motion, size, identity_seed, identity=None, audio=None) -> io.NodeOutput:
         from ..singer_core.face.morphable import procedural_model
         from ..singer_core.face.render import render_coeffs
 
@@ -121,7 +130,9 @@ class SingerRenderMotion(io.ComfyNode):
             out = render_coeffs(model, coeffs[start:stop], image_size=size, background=identity.background)
             frames[start:stop] = out.images.clamp(0, 1).permute(0, 2, 3, 1)
             progress(stop, motion.frames)
-        return io.NodeOutput(frames)
+        video = InputImpl.VideoFromComponents(Types.VideoComponents(
+            images=frames, audio=audio, frame_rate=Fraction(motion.fps).limit_denominator(1001)))
+        return io.NodeOutput(frames, video, ui=video_preview_ui(frames, motion.fps, audio, "singer_render_motion"))
 
 
 class SingerFaceCrop(io.ComfyNode):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from comfy_api.latest import io
 
 from ..singer_core.audio.io import audio_from_comfy
+from ..singer_core.ops import wavelet
 from ..singer_core.ops.wavelet import MODES
+from ..singer_core.spectral import visualize
 from ..singer_core.spectral.visualize import (
     COLORMAPS,
     NORMALIZATIONS,
@@ -16,6 +20,53 @@ from ..singer_core.spectral.visualize import (
     feature_subband_image,
 )
 from .comfy_bridge import AudioFeatures
+from .web_preview import SUBBAND_KEY, preview_directory, write_png_preview
+
+logger = logging.getLogger(__name__)
+
+
+def subband_cells(image_shape: tuple[int, ...], config: SubbandViewConfig) -> list[dict]:
+    """Where each band sits in a ``subband_grid`` image: ``[{level, band, name, x, y, w, h}]`` in pixels
+    (the cell without its caption), level 1 first, bands in ``config.order``.
+
+    Args:
+        image_shape: (H, W, 3) of the grid image.
+        config: the config the grid was drawn with.
+
+    Raises:
+        ValueError: the image does not have the layout visualize.subband_grid draws for this config.
+    """
+    gap = visualize._GAP  # the grid's private layout constants: checked against the image size below
+    label = visualize._LABEL_HEIGHT if config.labels else 0
+    rows, cols = int(image_shape[0]), int(image_shape[1])
+    cell_h = config.cell_height
+    cell_w = (cols - gap) // 4 - gap
+    if rows != config.levels * (label + cell_h + gap) + gap or cols != 4 * (cell_w + gap) + gap or cell_w < 1:
+        raise ValueError(f"subband_cells: a {cols}x{rows} image is not a {config.levels}-level sub-band grid "
+                         f"with {cell_h}-pixel cells")
+    names, pywt_names = wavelet.BAND_NAMES[config.order], wavelet.PYWT_NAMES[config.order]
+    cells = []
+    for level in range(config.levels):
+        top = gap + level * (label + cell_h + gap) + label
+        for band in range(4):
+            cells.append({"level": level + 1, "band": names[band], "name": pywt_names[band],
+                          "x": gap + band * (cell_w + gap), "y": top, "w": cell_w, "h": cell_h})
+    return cells
+
+
+def subband_preview_ui(images: list[np.ndarray], config: SubbandViewConfig) -> dict:
+    """``{"singer_subbands": [...]}``: each grid image as a temp PNG with its cell boxes, for the
+    sub-band viewer (web/js/subband_viewer.js); ``{}`` when writing fails (the node still succeeds)."""
+    try:
+        directory = preview_directory()
+        return {SUBBAND_KEY: [
+            write_png_preview(image, directory, prefix="singer_subbands", item=index,
+                              cells=subband_cells(image.shape, config), levels=config.levels,
+                              order=config.order)
+            for index, image in enumerate(images)]}
+    except (OSError, ValueError) as error:
+        logger.warning("SingerWaveletSubbands: sub-band preview not written: %s", error)
+        return {}
 
 
 class SingerWaveletSubbands(io.ComfyNode):
@@ -75,4 +126,4 @@ class SingerWaveletSubbands(io.ComfyNode):
         except ValueError as error:
             raise ValueError(f"SingerWaveletSubbands: {error}") from error
         batch = torch.from_numpy(np.stack(images)).float() / 255.0
-        return io.NodeOutput(batch)
+        return io.NodeOutput(batch, ui=subband_preview_ui(images, config))

@@ -70,6 +70,10 @@ class MotionTrainConfig(MotionDataConfig):
 _TINY = MotionTrainConfig(steps=40, batch_size=2, lr=1e-3, warmup_steps=5, checkpoint_every=20, log_every=5,
                           width=32, layers=2, heads=2, mlp_ratio=2.0, time_dim=32, synth_clips=3,
                           synth_seconds=2.0, synth_size=32, window_stride=5)
+# `make demo`: a small model that learns to open the mouth on sung vowels in a couple of CPU minutes
+_DEMO = MotionTrainConfig(steps=600, batch_size=8, lr=1e-3, warmup_steps=30, checkpoint_every=200, log_every=25,
+                          width=64, layers=3, heads=4, mlp_ratio=2.0, time_dim=64, synth_clips=12,
+                          synth_seconds=4.0, synth_size=32, window_stride=3)
 _PAPER = MotionTrainConfig(steps=200_000, batch_size=1, lr=1e-4, checkpoint_every=5000, log_every=50,
                            frames=25, layers=6, audio_encoder="facebook/wav2vec2-base-960h", audio_layers="last",
                            audio_reduce="last_row", synth_clips=400, synth_seconds=10.0)
@@ -122,6 +126,7 @@ class MotionTask:
     config_class = MotionTrainConfig
     presets = {
         "tiny": _TINY,
+        "demo": _DEMO,
         "paper": _PAPER,
         "paper-joint": dataclasses.replace(_PAPER, joint=True),  # ablation: one DiT for exp + pose
         "paper-no-mask": dataclasses.replace(_PAPER, mask_k=None),  # ablation: no alignment mask

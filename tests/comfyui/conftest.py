@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 PACK_ROOT = Path(__file__).resolve().parents[2]  # tests/comfyui/conftest.py -> repository root
 PACK_LINK_NAME = "comfyui-singer"  # the pack's folder name inside custom_nodes/
 SONG_NAME = "singer_example_song.wav"  # the file the shipped workflows load
+TINY_MOTION_MODEL = "motion-tiny"  # the model the motion workflow loads (models/singer_motion/motion-tiny/)
 SHORT_SONG_NAME = "singer_short_song.wav"  # 0.2 s: too short for deep decompositions
 
 STARTUP_TIMEOUT_S = 120.0
@@ -253,6 +254,18 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
     return prompt
 
 
+def _train_tiny_motion_model(target: Path, runs: Path) -> None:
+    """The motion workflow's model: the trainer's `tiny` preset (seconds on CPU), copied where users put
+    theirs (models/singer_motion/<name>/)."""
+    import shutil
+
+    from singer_core.train.loop import train
+
+    final = train("motion", preset="tiny", out=runs / "motion", cache_dir=runs / "cache", device="cpu", quiet=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(final, target)
+
+
 @pytest.fixture(scope="session")
 def comfyui_path() -> Path:
     return comfyui_path_or_skip()
@@ -272,6 +285,7 @@ def comfy_server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory):
     (base_dir / "input").mkdir()
     _write_song(base_dir / "input" / SONG_NAME, 3.0, seed=1)
     _write_song(base_dir / "input" / SHORT_SONG_NAME, 0.2, seed=2)
+    _train_tiny_motion_model(base_dir / "models" / "singer_motion" / TINY_MOTION_MODEL, base_dir / "runs")
     settings = base_dir / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))

@@ -144,3 +144,55 @@ def test_bad_input_gives_a_clear_error_and_the_server_stays_healthy(comfy_server
     assert re.search(r"lower 'levels' to \d|use a clip of at least", message), f"the message does not say what to change: {message!r}"
 
     comfy_server.assert_success(comfy_server.run_prompt(_subbands_prompt(SHORT_SONG_NAME, levels=1)))
+
+
+def test_every_workflow_is_in_the_template_browser(comfy_server):
+    """ComfyUI lists a pack's workflows/ folder in its template browser (one source of truth: no copies)."""
+    templates = comfy_server.get("/workflow_templates").json()
+    ours = templates.get(comfy_server.pack_dir_name)
+    assert ours is not None, f"our pack is missing from /workflow_templates: {sorted(templates)}"
+    assert sorted(ours) == sorted(p.stem for p in WORKFLOWS)
+    for path in WORKFLOWS:
+        served = comfy_server.get(f"/api/workflow_templates/{comfy_server.pack_dir_name}/{path.name}")
+        assert served.status_code == 200, f"{path.name}: HTTP {served.status_code}"
+        assert served.json() == json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_pack_import_takes_under_a_second(comfy_server):
+    """ComfyUI's start-up report of import times: the pack does no work at import (no models, no kernels)."""
+    pattern = re.compile(r"^\s*([\d.]+) seconds.*custom_nodes/" + re.escape(comfy_server.pack_dir_name) + r"\s*$")
+    times = [float(m.group(1)) for line in comfy_server.log_text().splitlines() if (m := pattern.match(line))]
+    assert times, "no import time of the pack in ComfyUI's log"
+    assert times[0] < 1.0, f"importing the pack took {times[0]:.2f} s inside ComfyUI"
+
+
+def test_interrupting_motion_sampling_stops_promptly_and_the_server_stays_healthy(comfy_server):
+    import time
+
+    import requests
+
+    workflow = json.loads((PACK_ROOT / "workflows" / "motion_dit.json").read_text(encoding="utf-8"))
+    prompt = comfy_server.workflow_to_prompt(workflow)
+    for node in prompt.values():
+        if node["class_type"] == "SingerSampleMotion":
+            node["inputs"]["steps"] = 1000  # long enough to interrupt mid-way
+        if node["class_type"] == "SingerSynthSinger":
+            node["inputs"]["seconds"] = 20.0
+    prompt_id = comfy_server.queue_prompt(prompt)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until it runs
+        running = requests.get(comfy_server.base_url + "/queue", timeout=10).json()["queue_running"]
+        if any(item[1] == prompt_id for item in running):
+            break
+        time.sleep(0.2)
+    time.sleep(6.0)  # clip synthesis and encoding take a few seconds: interrupt inside the sampler
+    sent = time.monotonic()
+    requests.post(comfy_server.base_url + "/interrupt", timeout=10)
+    entry = comfy_server.wait_for_history(prompt_id, timeout_s=120)
+    waited = time.monotonic() - sent
+
+    kinds = [kind for kind, _ in entry["status"]["messages"]]
+    assert "execution_interrupted" in kinds, entry["status"]
+    assert waited < 20, f"sampling took {waited:.1f} s to stop after Cancel"
+    assert requests.get(comfy_server.base_url + "/system_stats", timeout=10).status_code == 200
+    comfy_server.assert_success(comfy_server.run_prompt(_subbands_prompt(SHORT_SONG_NAME, levels=1)))
