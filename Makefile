@@ -8,6 +8,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.singer-installed
 PYTEST_ARGS ?=
+# OpenMP threads sleep instead of spinning between torch ops: on small shared CPUs spinning made the
+# motion sampler 10-60x slower (benchmarks/motion_speed.py). Users can override it.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup test test-all demo bench comfyui-deps clean
 

@@ -4,8 +4,10 @@ Today, the audio front end on a SynthSinger song, written to ``out/``: the song 
 over chords, bass and drums, stereo), its vocals isolated by the built-in DSP separator (with the
 SDR improvement against the true vocal stem), per-frame mel-80 audio features at 25 fps, the
 Haar sub-band view (SINGER §3.1) of the song, and a SynthSinger clip (the procedural 3DMM
-singer performing a song: video.mp4 with sound, coefficients, landmarks). Later issues extend it to the full song +
-portrait -> singing video pipeline.
+singer performing a song: video.mp4 with sound, coefficients, landmarks), and the motion DiT (FD2Talk stage 1)
+sampling head and face motion from the song, rendered as motion_preview.mp4 with the song (the small model is
+trained once on SynthSinger and cached in out/models/). Later issues extend it to the full song + portrait ->
+singing video pipeline.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="song length in seconds")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the song")
     parser.add_argument("--levels", type=int, default=3, help="wavelet levels in the sub-band view")
+    parser.add_argument("--motion-preset", default="demo",
+                        help="trainer preset of the motion model (default: demo, a couple of CPU minutes; tiny: seconds)")
     args = parser.parse_args(argv)
     if not logger.handlers:  # configure our own logger only; never the root (basicConfig)
         handler = logging.StreamHandler()
@@ -71,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     clip = generate_clip(SynthSingerConfig(clips=1, size=256, seconds=args.seconds, seed=args.seed, backing=True), 0)
     clip_path = write_synth_clip(out / "synthsinger", clip, overwrite=True)
 
+    # 6. the motion DiT (FD2Talk stage 1): a small model trained once on SynthSinger (cached under out/), then
+    #    sampled from the demo song's features and rendered on the singer's face with the song
+    motion_path, motion_frames = _motion_preview(out, song, rate, clip, args.seed, args.motion_preset)
+
     logger.info("song:      %s (%.1f s, %d Hz, stereo, vocals + chords/bass/drums)", wav_path, args.seconds, rate)
     logger.info("vocals:    %s (built-in separator, SDR improvement %+.1f dB)", vocals_path, gain)
     logger.info("features:  %s (%d frames x %d x %d at %g fps, %s)", features_path, *features.features.shape,
@@ -78,8 +86,50 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("sub-bands: %s (%dx%d, %d levels of LL/LH/HL/HH)", png_path, image.shape[1], image.shape[0], args.levels)
     logger.info("singer:    %s/video.mp4 (%d frames at 25 fps, 256 px, with its song; 3DMM ground truth beside it)",
                 clip_path, clip.frames.shape[0])
+    logger.info("motion:    %s (motion DiT sampled from the song, %d frames, rendered with the song)",
+                motion_path, motion_frames)
     logger.info("done in %.2f s", time.perf_counter() - start)
     return 0
+
+
+def _motion_preview(out: Path, song, rate: int, clip, seed: int, preset: str) -> tuple[Path, int]:
+    """Train (once; cached in out/models/motion-demo) and sample the motion DiT, render it with the song."""
+    import shutil
+
+    import torch
+
+    from .audio.io import to_mono
+    from .face.morphable import procedural_model
+    from .face.motion_types import FaceIdentity
+    from .face.render import render_coeffs
+    from .io.video import write_video
+    from .motion.generator import MotionModel
+    from .train.loop import train
+
+    model_dir = out / "models" / f"motion-{preset}"
+    if not (model_dir / "config.json").is_file():
+        logger.info("motion:    training the '%s' motion model once (cached in %s)", preset, model_dir)
+        final = train("motion", preset=preset, out=out / "runs" / f"motion-{preset}", cache_dir=out / "cache",
+                      device="cpu", quiet=True)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        shutil.copytree(final, model_dir)
+    model = MotionModel.from_pretrained(model_dir)
+    from .audio.encoders import MelEncoder
+
+    song_features = MelEncoder().encode(to_mono(song.mix), rate, 25)  # the motion model is trained on the mix
+    motion = model.generate(song_features, steps=50, seed=seed)
+    coeffs = clip.coeffs
+    identity = FaceIdentity(id=coeffs["id"], tex=coeffs["tex"], gamma=coeffs["gamma"],
+                            background=tuple(float(c) for c in clip.meta.extra["background_rgb"]),
+                            name=clip.meta.identity)
+    face = procedural_model(seed=0)
+    full = identity.coefficients(motion)
+    frames = torch.empty(motion.frames, 256, 256, 3, dtype=torch.uint8)
+    for start in range(0, motion.frames, 16):
+        rendered = render_coeffs(face, full[start:start + 16], image_size=256, background=identity.background)
+        frames[start:start + 16] = (rendered.images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    path = write_video(out / "motion_preview.mp4", frames, motion.fps, audio=song.mix, sample_rate=rate)
+    return path, motion.frames
 
 
 def _sdr_db(reference, estimate) -> float:
