@@ -120,6 +120,8 @@ class SingerRenderMotion(io.ComfyNode):
         from ..singer_core.face.morphable import procedural_model
         from ..singer_core.face.render import render_coeffs
 
+        if audio is not None:
+            motion.check_audio_length(audio["waveform"].shape[-1], audio["sample_rate"], "SingerRenderMotion")
         identity = identity if identity is not None else _identity_from_seed(identity_seed)
         model = procedural_model(seed=0)
         coeffs = identity.coefficients(motion)

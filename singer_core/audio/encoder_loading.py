@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..io.checkpoint import load_torch_file
 from .encoders import (
     ENCODER_KINDS,
     ENCODER_SAMPLE_RATE,
@@ -129,15 +130,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise ValueError(f"load_audio_encoder: '{path}' is not a valid safetensors file or is "
                              f"truncated ({error}); download it again") from error
     if path.suffix in (".bin", ".pt", ".pth", ".ckpt"):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # pickle.UnpicklingError, RuntimeError (truncated zip), ...
-            raise ValueError(f"load_audio_encoder: '{path}' could not be read as a weights-only torch file "
-                             f"({type(error).__name__}: {error}); use a .safetensors file") from error
+        state = load_torch_file(path, who="load_audio_encoder")  # refuses pickled code, names truncation
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError(f"load_audio_encoder: '{path}' does not hold a flat dict of tensors")
+            raise ValueError(f"load_audio_encoder: '{path}' does not hold a flat dict of tensors; give the "
+                             "encoder's weights (a state dict) or its .safetensors file")
         return state
     raise ValueError(f"load_audio_encoder: '{path}' is not a .safetensors/.bin/.pt file or a model folder")
 
@@ -149,7 +147,9 @@ def _load_file(path: Path, kind: str | None, num_attention_heads: int | None) ->
     prefixes = sorted({key[:-len(anchor)] for key in state if key.endswith(anchor)})
     if len(prefixes) != 1:
         raise ValueError(f"load_audio_encoder: '{path}' is not a wav2vec2/HuBERT encoder: {len(prefixes)} "
-                         f"'{anchor}' tensors instead of one (keys: {_name_list(state, 5)})")
+                         f"'{anchor}' tensors instead of one (keys: {_name_list(state, 5)}); give a wav2vec2 or "
+                         "HuBERT checkpoint (e.g. the model.safetensors of facebook/wav2vec2-base-960h) or "
+                         "source='mel-80'")
     prefix = prefixes[0]
     file_kind = next((name for name in ENCODER_KINDS if name in prefix.lower()), None)
     if kind is not None and file_kind is not None and kind != file_kind:
@@ -210,6 +210,9 @@ def _load_folder(folder: Path, kind: str | None, name: str) -> AudioEncoder:
         model, info = _model_class(model_type).from_pretrained(str(folder), local_files_only=True,
                                                                output_loading_info=True)
     except Exception as error:  # truncated/corrupt weights, shape mismatches, unreadable files
+        weights = folder / "pytorch_model.bin"
+        if weights.is_file() and not (folder / "model.safetensors").is_file():
+            load_torch_file(weights, who="load_audio_encoder")  # names pickled code or truncation, if that is it
         raise ValueError(f"load_audio_encoder: could not load the weights in '{folder}' "
                          f"({type(error).__name__}: {error}); download them again") from error
     missing = [key for key in info["missing_keys"] if key != "masked_spec_embed"]
@@ -269,6 +272,10 @@ def load_audio_encoder(source: str | Path, *, kind: str | None = None, models_di
     path, name = Path(source).expanduser(), source
     if not path.exists() and models_dir is not None and (Path(models_dir) / source).exists():
         path = Path(models_dir) / source
+        root = Path(models_dir).resolve()
+        if not path.resolve().is_relative_to(root):
+            raise ValueError(f"load_audio_encoder: '{source}' resolves outside models_dir ({root}); give a name "
+                             "inside it or an absolute path")
     if path.exists():
         name = path.name
     elif _HUB_ID.fullmatch(source) and ".." not in source:

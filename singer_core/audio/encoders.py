@@ -100,6 +100,10 @@ def _prepare(who: str, waveform, sample_rate, fps, pad_frames_to_multiple, allow
                          f"got {pad_frames_to_multiple!r}")
     if waveform.shape[-1] == 0 or waveform.shape[0] == 0:
         raise ValueError(f"{who}: the audio is empty (shape {tuple(waveform.shape)}); give audio with sound")
+    if sample_rate < rate:
+        logger.warning("%s: the audio is sampled at %d Hz, below the encoder's %d Hz: it holds nothing above "
+                       "%d Hz, so the features see a muffled voice; use the original recording if there is one",
+                       who, sample_rate, rate, sample_rate // 2)
     mono = waveform if waveform.ndim == 1 else to_mono(waveform)[0]
     frames = frame_count(mono.shape[0], int(sample_rate), fps)
     samples = resample(mono, int(sample_rate), rate).detach()
@@ -259,7 +263,8 @@ class AudioEncoder:
         if song.num_samples < self.receptive_field:
             raise ValueError(f"{who}: the audio is {song.num_samples / self.sample_rate:.4f} s long; the "
                              f"encoder needs at least {self.receptive_field} samples "
-                             f"({self.receptive_field / self.sample_rate:.3f} s) at {self.sample_rate} Hz")
+                             f"({self.receptive_field / self.sample_rate:.3f} s) at {self.sample_rate} Hz; "
+                             "give a longer clip")
         # 1. the global map (CNN frames -> output steps) and the chunks
         n_cnn, steps = self.num_cnn_frames(song.num_samples), int(steps_per_frame)
         n_steps = song.frames * steps

@@ -49,7 +49,8 @@ def audio_from_comfy(audio, who: str) -> tuple[torch.Tensor, int]:
         raise ValueError(f"{who}: the audio is empty (0 samples); load a file that contains sound")
     waveform = waveform.float()
     if not torch.isfinite(waveform).all():
-        raise ValueError(f"{who}: the audio contains NaN or infinite samples; the file is corrupt")
+        raise ValueError(f"{who}: the audio contains NaN or infinite samples; the file is corrupt or an "
+                         "upstream node overflowed: re-export the file, or check the node that made this audio")
     return waveform, sample_rate
 
 
@@ -202,7 +203,8 @@ def check_audio(waveform: torch.Tensor, sample_rate: int, who: str) -> AudioRepo
             chunk = waveform[channel, offset:offset + _CHUNK].double()
             if not torch.isfinite(chunk).all():
                 raise ValueError(f"{who}: the audio contains NaN or infinite samples (channel {channel}, "
-                                 f"near {offset / sample_rate:.2f} s); the source is corrupt")
+                                 f"near {offset / sample_rate:.2f} s); the source is corrupt: re-export "
+                                 "the file, or check the node that made this audio")
             peak = max(peak, float(chunk.abs().max()))
             square_sum += float(chunk.square().sum())
             channel_sum += float(chunk.sum())
@@ -257,7 +259,8 @@ def integrated_loudness(waveform: torch.Tensor, sample_rate: int, who: str = "in
     _peak(waveform, who)  # rejects NaN / inf
     loudness, reason = _gated_loudness(waveform, sample_rate)
     if loudness is None:
-        raise ValueError(f"{who}: cannot measure loudness: {reason}")
+        raise ValueError(f"{who}: cannot measure loudness: {reason}; check the source (a wrong track or a "
+                         "failed separation), or use peak normalisation for clips shorter than 0.4 s")
     return loudness
 
 
@@ -480,7 +483,8 @@ def _peak(waveform: torch.Tensor, who: str) -> float:
                          f"{tuple(waveform.shape)}")
     peak = float(waveform.abs().max())
     if not math.isfinite(peak):
-        raise ValueError(f"{who}: the audio contains NaN or infinite samples; the source is corrupt")
+        raise ValueError(f"{who}: the audio contains NaN or infinite samples; the source is corrupt: "
+                         "re-export the file, or check the node that made this audio")
     return peak
 
 

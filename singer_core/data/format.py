@@ -492,6 +492,11 @@ def read_index(root: str | os.PathLike) -> DatasetIndex:
                          f"version {FORMAT_VERSION}")
     clips = {name: ClipMeta.from_dict(meta, f"read_index: '{path}' clip {name!r}")
              for name, meta in data["clips"].items()}
+    for name, meta in clips.items():  # clip folders are root/<name>: a name must be a folder inside root
+        if name != meta.clip_id:
+            raise ValueError(f"read_index: '{path}' lists clip {name!r} with clip_id {meta.clip_id!r}; a clip "
+                             "name must be its folder inside the dataset (no paths like '../x'); rebuild the "
+                             "index with write_index(root, scan_clips(root))")
     for split in ("train", "test"):
         unknown = [name for name in data[split] if name not in clips]
         if unknown:

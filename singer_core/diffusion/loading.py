@@ -33,11 +33,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         state = load_tensors(path)
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as error:  # noqa: BLE001 - torch raises many types for foreign or truncated files
-            raise ValueError(f"read_state_dict: cannot read '{path}' as a weights-only torch checkpoint "
-                             f"({type(error).__name__}: {error}); give a .pth/.ckpt/.safetensors weights file") from error
+        from ..io.checkpoint import load_torch_file
+
+        state = load_torch_file(path, who="read_state_dict", mmap=True)
     for wrapper in ("state_dict", "module"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

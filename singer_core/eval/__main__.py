@@ -58,12 +58,16 @@ def motion_main(argv: list[str]) -> int:
     from ..motion.generator import MotionModel
     from .evaluate import evaluate_motion, format_motion_table
 
-    model = MotionModel.from_pretrained(args.checkpoint, device=args.device)
-    expert = None
-    if args.lip_expert is not None:
-        from ..motion.lip_expert import LipExpert
+    try:
+        model = MotionModel.from_pretrained(args.checkpoint, device=args.device)
+        expert = None
+        if args.lip_expert is not None:
+            from ..motion.lip_expert import LipExpert
 
-        expert = LipExpert.from_pretrained(args.lip_expert, device=args.device)
+            expert = LipExpert.from_pretrained(args.lip_expert, device=args.device)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -80,6 +84,9 @@ def motion_main(argv: list[str]) -> int:
         result = evaluate_motion(model, args.data, split=args.split, steps=args.steps, eta=args.eta,
                                  seed=args.seed, lip_expert=expert, max_clips=args.max_clips,
                                  max_offset=args.max_offset, progress=progress)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     finally:
         if bar is not None:
             bar.close()

@@ -257,7 +257,8 @@ def _as_image(image, who: str) -> np.ndarray:
     if image.ndim != 3 or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"{who}: image must be (H, W, C), got shape {image.shape}")
     if image.dtype not in (np.uint8, np.float32):
-        raise ValueError(f"{who}: image must be uint8 or float32, got {image.dtype}")
+        raise ValueError(f"{who}: image must be uint8 or float32, got {image.dtype}; convert it with "
+                         "image.astype(np.float32) (values 0..1) or to uint8 (0..255)")
     return image
 
 

@@ -17,6 +17,7 @@ HAAR_CASCADE = "haarcascade_frontalface_default.xml"  # the cascade "haar" names
 HAAR_VERIFY_CASCADE = "haarcascade_frontalface_alt2.xml"  # a second, differently trained cascade that confirms
 _SSD_MEAN = (104.0, 177.0, 123.0)  # BGR mean the res10 SSD was trained with
 _SSD_SIZE = 300  # its input side
+MIN_IMAGE_SIDE = 24  # the Haar cascade's window; no detector here finds a face in a smaller image
 _DETECTOR_HELP = ("detector must be 'haar', a Haar cascade .xml, a YuNet .onnx (e.g. "
                   "face_detection_yunet_2023mar.onnx), a res10 SSD .caffemodel (with deploy.prototxt beside it) "
                   "or a res10 SSD .pb (with its .pbtxt beside it)")
@@ -148,7 +149,7 @@ class FaceDetector:
         """Detect faces.
 
         Args:
-            image: (H, W, 3) uint8 RGB (numpy array, or a uint8 torch tensor).
+            image: (H, W, 3) uint8 RGB (numpy array, or a uint8 torch tensor), at least 24 x 24 pixels.
 
         Returns:
             Boxes in the image's pixels, largest first.
@@ -256,13 +257,24 @@ def _cached_detector(detector: str, min_size_fraction: float) -> FaceDetector:
 
 
 def _as_rgb_uint8(image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, checked; grayscale, RGBA, float and batches are refused with the conversion to use."""
     if hasattr(image, "detach"):
         image = image.detach().cpu().numpy()
     image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"FaceDetector: image must be (H, W, 3) uint8 RGB, got shape {image.shape} "
-                         f"{image.dtype}; convert float images with (image * 255).round().astype(np.uint8)")
-    if min(image.shape[:2]) < 8:
-        raise ValueError(f"FaceDetector: image is only {image.shape[1]}x{image.shape[0]} pixels; need at "
-                         "least 8x8")
+    if image.dtype != np.uint8:
+        raise ValueError(f"FaceDetector: image must be (H, W, 3) uint8 RGB (0..255), got {image.dtype} of shape "
+                         f"{image.shape}; convert float images in 0..1 with (image * 255).round().astype(np.uint8)")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        raise ValueError(f"FaceDetector: image must be (H, W, 3) uint8 RGB, got grayscale of shape {image.shape}; "
+                         "convert it with np.repeat(image.reshape(H, W, 1), 3, axis=2)")
+    if image.ndim == 3 and image.shape[2] == 4:
+        raise ValueError(f"FaceDetector: image must be (H, W, 3) uint8 RGB, got RGBA of shape {image.shape}; drop "
+                         "the alpha channel with image[..., :3] (or composite it over a background first)")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"FaceDetector: image must be (H, W, 3) uint8 RGB, got shape {image.shape}; for a batch, "
+                         "pass one image (images[0])")
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        raise ValueError(f"FaceDetector: the image is only {image.shape[1]}x{image.shape[0]} pixels, too small to "
+                         f"find a face in (the detector needs at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}); give a "
+                         "larger portrait (ideally 512 px or more)")
     return np.ascontiguousarray(image)

@@ -25,7 +25,8 @@ def _check(name: str, tensor, shape: tuple) -> torch.Tensor:
         wanted = "(" + ", ".join("T" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {wanted}, got {tuple(tensor.shape)}")
     if not torch.isfinite(tensor).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise ValueError(f"{name} contains NaN or infinite values; the model that made it diverged or the file "
+                         "is damaged: generate it again (in float32) or reload the file")
     return tensor
 
 
@@ -64,6 +65,26 @@ class SingerMotion:
     @property
     def seconds(self) -> float:
         return self.frames / self.fps
+
+    def check_audio_length(self, num_samples: int, sample_rate: int, who: str = "SingerMotion",
+                           tolerance_frames: float = 1.0) -> None:
+        """Refuse audio whose length differs from the motion's by more than `tolerance_frames` frames (audio
+        made for another clip, or features encoded at another fps than the motion's).
+
+        Args:
+            num_samples: T of the (C, T) audio.
+            sample_rate: its Hz.
+            who: the caller's name, used in the message.
+            tolerance_frames: allowed difference in frames (1: the last partial frame).
+        """
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
+            raise ValueError(f"{who}: sample_rate must be a positive integer, got {sample_rate!r}")
+        audio_seconds = num_samples / sample_rate
+        if abs(audio_seconds - self.seconds) * self.fps > tolerance_frames:
+            raise ValueError(
+                f"{who}: the audio is {audio_seconds:.2f} s long but the motion is {self.seconds:.2f} s "
+                f"({self.frames} frames at {self.fps:g} fps); they do not belong together. Connect the song the "
+                f"motion was made from, or re-encode that song at {self.fps:g} fps and sample the motion again")
 
     def slice(self, start: int, stop: int | None = None) -> SingerMotion:
         """Frames start..stop (Python slice semantics, at least one frame)."""

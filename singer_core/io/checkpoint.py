@@ -73,6 +73,64 @@ def load_tensors(path: str | os.PathLike, *, device: str | torch.device = "cpu")
                          "or of another format: save or download it again") from error
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format; older files are a bare pickle stream
+_PICKLE_FIX = ("Use the .safetensors version of these weights (most model pages offer one), or convert a file you "
+               "trust once, on a machine where running its code is acceptable: `python -c \"import torch, "
+               "safetensors.torch as st; st.save_file(torch.load('IN.pth', weights_only=False), 'OUT.safetensors')\"`")
+
+
+def load_torch_file(path: str | os.PathLike, *, who: str = "load_torch_file", mmap: bool = False) -> Any:
+    """Read a `.pth` / `.ckpt` / `.bin` / `.pt` torch file with `torch.load(weights_only=True)` (never unpickling
+    code), turning torch's errors into ValueErrors that say what is wrong and what to do.
+
+    Args:
+        path: the file.
+        who: the caller's name, used in the messages.
+        mmap: memory-map the tensors (only for torch's zip format; older files are read normally).
+
+    Returns:
+        whatever the file holds (usually a dict of tensors).
+
+    Raises:
+        FileNotFoundError: no file there. ValueError: an empty, truncated or foreign file, or a file holding
+        pickled Python objects besides tensors (refused: unpickling them could run arbitrary code).
+    """
+    import pickle
+    import re
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{who}: no file at '{path}'; check the path")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{who}: '{path}' is empty (0 bytes); the download or copy did not finish: get the file "
+                         "again")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    is_zip = head == _ZIP_MAGIC
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
+    except pickle.UnpicklingError as error:
+        text = str(error)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        # a torch file (zip, or a pickle stream starting with PROTO) that holds more than tensors; other bytes
+        # (an HTML error page saved as .bin) also fail as "Unsupported operand", but are no torch file at all
+        if not (found or is_zip or head[:1] == b"\x80"):
+            raise ValueError(f"{who}: '{path}' is not a PyTorch weights file (it starts with {head!r}: an HTML "
+                             "error page, another format or a damaged download); give the model's .safetensors "
+                             "(or .pth/.ckpt) file, downloaded again") from error
+        what = f"e.g. {found.group(1)}" if found else "objects other than tensors, numbers and strings"
+        raise ValueError(f"{who}: '{path}' is refused: it contains pickled Python objects ({what}), i.e. code "
+                         f"that would run while loading; only plain tensors are loaded here. {_PICKLE_FIX}") from error
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0] or type(error).__name__
+        if is_zip or isinstance(error, EOFError):
+            raise ValueError(f"{who}: '{path}' is truncated or damaged ({size} bytes; torch says: {reason[:160]}); "
+                             "download or save it again, or use the .safetensors version") from error
+        raise ValueError(f"{who}: '{path}' is not a PyTorch weights file ({type(error).__name__}: {reason[:160]}); "
+                         "give the model's .safetensors (or .pth/.ckpt) file") from error
+
+
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The string metadata stored in a .safetensors header (empty dict if none)."""
     from safetensors import safe_open
@@ -148,7 +206,8 @@ class PretrainedMixin:
         try:
             payload = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ValueError(f"{cls.__name__}.from_pretrained: '{path}' is not valid JSON ({error})") from error
+            raise ValueError(f"{cls.__name__}.from_pretrained: '{path}' is not valid JSON ({error}); it was cut "
+                             "short or edited by hand: copy the checkpoint folder again (or re-save it)") from error
         if not isinstance(payload, dict) or "config" not in payload:
             raise ValueError(f"{cls.__name__}.from_pretrained: '{path}' has no 'config' entry; it was not "
                              "written by save_pretrained")

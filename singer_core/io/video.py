@@ -780,7 +780,8 @@ def _as_uint8_frames(frames, who: str) -> np.ndarray:
         return frames
     if np.issubdtype(frames.dtype, np.floating):
         if not np.isfinite(frames).all():
-            raise ValueError(f"{who}: the frames contain NaN or infinite values")
+            raise ValueError(f"{who}: the frames contain NaN or infinite values; the node or model that made them "
+                             "overflowed: run it in float32, or clamp the frames to 0..1 with nan_to_num first")
         return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
     raise ValueError(f"{who}: frames must be uint8 (0..255) or float (0..1), got {frames.dtype}")
 

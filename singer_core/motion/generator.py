@@ -56,6 +56,7 @@ class MotionModelConfig(JsonConfig):
     audio_reduce: str = "flatten"  # rows -> one vector per frame: "flatten" (R*D), "mean_rows" or "last_row" (D)
     joint: bool = False  # True: one DiT predicts exp+pose (70) together (ablation); False: FD2Talk's two DiTs
     frames: int = 25  # training window F (frames per model call)
+    fps: float = 25.0  # video frame rate of the training data; features must come at this rate
     max_frames: int = 256  # longest window one DiT call accepts
     width: int = 256  # DiT hidden width (D_tau)
     layers: int = 6  # DiT layers L
@@ -77,6 +78,8 @@ class MotionModelConfig(JsonConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MotionModelConfig: {name} must be a positive integer, got {value!r}")
+        if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not 0 < self.fps < 1000:
+            raise ValueError(f"MotionModelConfig: fps must be a positive frame rate, got {self.fps!r}")
         self.dit_config(EXP_DIM)  # validates the DiT fields
         self.schedule_config()  # validates the schedule fields
 
@@ -172,6 +175,10 @@ class MotionModel(nn.Module, PretrainedMixin):
             raise ValueError(f"MotionModel: audio features come from encoder '{features.encoder}', but this "
                              f"model was trained on '{config.audio_encoder}'; encode the audio with "
                              f"'{config.audio_encoder}'")
+        if abs(features.fps - config.fps) > 1e-3:
+            raise ValueError(f"MotionModel: audio features are at {features.fps:g} fps, but this model was trained "
+                             f"at {config.fps:g} fps (its motion would play {features.fps / config.fps:.2f}x too "
+                             f"fast or slow); encode the audio at fps={config.fps:g}")
         if (features.num_rows, features.width) != (config.audio_rows, config.audio_width):
             raise ValueError(f"MotionModel: audio features have {features.num_rows} rows x {features.width} "
                              f"width, but this model was trained on {config.audio_rows} x {config.audio_width} "

@@ -56,10 +56,10 @@ class MotionTrainConfig(MotionDataConfig):
             raise ValueError("MotionTrainConfig: the loss weights lambda_* must be >= 0")
         self.model_config("mel-80", 16, 80)  # validates the model fields
 
-    def model_config(self, encoder: str, rows: int, width: int):
+    def model_config(self, encoder: str, rows: int, width: int, fps: float = 25.0):
         from ..motion.generator import MotionModelConfig
 
-        return MotionModelConfig(audio_encoder=encoder, audio_rows=rows, audio_width=width,
+        return MotionModelConfig(audio_encoder=encoder, audio_rows=rows, audio_width=width, fps=fps,
                                  audio_reduce=self.audio_reduce, joint=self.joint, frames=self.frames,
                                  max_frames=max(256, self.frames), width=self.width, layers=self.layers,
                                  heads=self.heads, mlp_ratio=self.mlp_ratio, mask_k=self.mask_k,
@@ -145,7 +145,13 @@ class MotionTask:
                     clips.encoder, clips.rows, clips.width, clips.audio[0].shape[-1])
 
         # 2. the model, with the data's normalisation
-        model = MotionModel(config.model_config(clips.encoder, clips.rows, clips.width))
+        from ..data.format import read_index
+
+        rates = {float(read_index(root).clips[clip_id].fps) for clip_id in clips.clip_ids}
+        if len(rates) != 1:
+            raise ValueError(f"motion task: the training clips mix frame rates {sorted(rates)}; a motion model "
+                             "learns one rate: preprocess the videos at one fps (e.g. --fps 25)")
+        model = MotionModel(config.model_config(clips.encoder, clips.rows, clips.width, fps=rates.pop()))
         model.set_normalization(stats["exp_mean"], stats["exp_std"], stats["pose_mean"], stats["pose_std"])
         stats = {key: getattr(model, key).detach().clone() for key in stats}  # the clamped stds the model keeps
         self.timesteps = model.config.diffusion_steps

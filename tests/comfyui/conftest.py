@@ -255,13 +255,13 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
 
 
 def _train_tiny_motion_model(target: Path, runs: Path) -> None:
-    """The motion workflow's model: the trainer's `tiny` preset (seconds on CPU), copied where users put
-    theirs (models/singer_motion/<name>/)."""
+    """The motion workflow's model: the trainer's `demo` preset (about a CPU minute; the mouth follows the sung
+    vowels), copied where users put theirs (models/singer_motion/<name>/)."""
     import shutil
 
     from singer_core.train.loop import train
 
-    final = train("motion", preset="tiny", out=runs / "motion", cache_dir=runs / "cache", device="cpu", quiet=True)
+    final = train("motion", preset="demo", out=runs / "motion", cache_dir=runs / "cache", device="cpu", quiet=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(final, target)
 
