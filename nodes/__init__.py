@@ -13,8 +13,10 @@ from .audio import (
 )
 from .comfy_bridge import register_model_folders
 from .face import SingerFaceCrop, SingerFacePaste, SingerRenderMotion, SingerSynthSinger
+from .metrics import SingerEvaluate, SingerFVD
 from .motion import SingerMotionLoader, SingerSampleMotion
 from .spectral import SingerWaveletSubbands
+from .train import SingerTrain
 
 NODES: list[type[io.ComfyNode]] = [
     SingerLoadAudio,
@@ -29,6 +31,9 @@ NODES: list[type[io.ComfyNode]] = [
     SingerFacePaste,
     SingerMotionLoader,
     SingerSampleMotion,
+    SingerEvaluate,
+    SingerFVD,
+    SingerTrain,
 ]
 
 

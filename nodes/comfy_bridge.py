@@ -17,17 +17,25 @@ Motion = io.Custom("SINGER_MOTION")  # singer_core.face.motion_types.SingerMotio
 FaceIdentityType = io.Custom("SINGER_FACE_IDENTITY")  # singer_core.face.motion_types.FaceIdentity
 FaceCrop = io.Custom("SINGER_FACE_CROP")  # singer_core.face.crop.CropTransform
 MotionModelType = io.Custom("SINGER_MOTION_MODEL")  # singer_core.motion.generator.MotionModel
+SingerModelType = io.Custom("SINGER_VIDEO_MODEL")  # singer_core.diffusion.preview.SingerVideoModel
+NerfModelType = io.Custom("SINGER_NERF_MODEL")  # singer_core.nerf.preview.NerfSubjectRenderer
 
 # Model folders under ComfyUI/models. "audio_encoders" is ComfyUI's own (v0.3.50+); we add it only if missing.
 AUDIO_ENCODER_FOLDER = "audio_encoders"
 SEPARATOR_FOLDER = "audio_separator"  # same folder name as Hallo's pretrained_models/audio_separator
 MOTION_MODEL_FOLDER = "singer_motion"  # our motion DiT checkpoints (save_pretrained folders)
 EVAL_FOLDER = "singer_eval"  # evaluation networks: i3d_torchscript.pt for FVD
+SINGER_MODEL_FOLDER = "singer"  # SINGER video models: our save_pretrained folders, net.pth, face_analysis/
+VAE_FOLDER = "vae"  # ComfyUI's own VAE folder (sd-vae-ft-mse as a diffusers folder or a single file)
+ANIMATEDIFF_FOLDER = "animatediff_models"  # AnimateDiff motion modules (mm_sd_v15_v2.ckpt), as AnimateDiff-Evolved
+NERF_MODEL_FOLDER = "singer_nerf"  # per-subject audio NeRFs (nerf task out/final folders)
+TTS_FOLDER = "tts"  # transformers TTS folders (SpeechT5 with vocoder/, VITS / MMS-TTS)
 
 
 def register_model_folders() -> None:
     """Add the pack's model folders to ComfyUI's search paths (never overwriting existing entries)."""
-    for name in (AUDIO_ENCODER_FOLDER, SEPARATOR_FOLDER, MOTION_MODEL_FOLDER, EVAL_FOLDER):
+    for name in (AUDIO_ENCODER_FOLDER, SEPARATOR_FOLDER, MOTION_MODEL_FOLDER, EVAL_FOLDER, SINGER_MODEL_FOLDER, VAE_FOLDER,
+                 ANIMATEDIFF_FOLDER, NERF_MODEL_FOLDER, TTS_FOLDER):
         if name not in folder_paths.folder_names_and_paths:
             folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
 
