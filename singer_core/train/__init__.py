@@ -20,6 +20,8 @@ TASKS: dict[str, str] = {
     "lip-expert": ".lip_expert:LipExpertTask",  # FD2Talk's lip expert on mouth-vertex motion (contrastive)
     "motion": ".motion:MotionTask",  # FD2Talk stage 1: expression / pose DiTs (eq. 12)
     "nerf": ".nerf:NerfTask",  # DAMC §2.4 per-subject audio-driven NeRF (ER-NeRF head) + jointly trained CSFM
+    "singer": ".singer:SingerTask",  # SINGER (§3, §6.1.1): audio projection + MSM + SFM on the frozen stack
+    "vae": ".vae:VAETask",  # a small AutoencoderKL on SynthSinger frames (the tiny stack's frozen VAE)
 }
 
 
