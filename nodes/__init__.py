@@ -12,9 +12,11 @@ from .audio import (
     SingerSynthSong,
 )
 from .comfy_bridge import register_model_folders
+from .diffusion import SingerModelLoader, SingerSampleVideo
 from .face import SingerFaceCrop, SingerFacePaste, SingerRenderMotion, SingerSynthSinger
 from .metrics import SingerEvaluate, SingerFVD
 from .motion import SingerMotionLoader, SingerSampleMotion
+from .nerf import SingerNeRFLoader, SingerNeRFRender, SingerTextToSpeech
 from .spectral import SingerWaveletSubbands
 from .train import SingerTrain
 
@@ -34,6 +36,11 @@ NODES: list[type[io.ComfyNode]] = [
     SingerEvaluate,
     SingerFVD,
     SingerTrain,
+    SingerModelLoader,
+    SingerSampleVideo,
+    SingerNeRFLoader,
+    SingerNeRFRender,
+    SingerTextToSpeech,
 ]
 
 

@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed of the song")
     parser.add_argument("--levels", type=int, default=3, help="wavelet levels in the sub-band view")
     parser.add_argument("--motion-preset", default="demo",
-                        help="trainer preset of the motion model (default: demo, a couple of CPU minutes; tiny: seconds)")
+                        help="trainer preset of the motion model (default: demo, about a CPU minute; tiny: seconds)")
+    parser.add_argument("--nerf-steps", type=int, default=None,
+                        help="training steps of the demo NeRF (default: the nerf task's demo preset)")
     args = parser.parse_args(argv)
     if not logger.handlers:  # configure our own logger only; never the root (basicConfig)
         handler = logging.StreamHandler()
@@ -79,6 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     #    sampled from the demo song's features and rendered on the singer's face with the song
     motion_path, motion_frames = _motion_preview(out, song, rate, clip, args.seed, args.motion_preset)
 
+    # 7. DAMC: a tri-plane hash-grid NeRF of one SynthSinger subject (trained once, cached in out/models),
+    #    driven by the song's audio features
+    from .nerf.preview import render_preview, train_demo_nerf
+
+    nerf_dir = out / "models" / "nerf-demo"
+    if not (nerf_dir / "config.json").is_file():
+        logger.info("nerf:      training the demo NeRF once (about a CPU minute; cached in %s)", nerf_dir)
+        train_demo_nerf(nerf_dir, cache_dir=out / "cache", steps=args.nerf_steps)
+    nerf_path = render_preview(nerf_dir, song.mix, rate, out / "nerf_preview.mp4")
+
     logger.info("song:      %s (%.1f s, %d Hz, stereo, vocals + chords/bass/drums)", wav_path, args.seconds, rate)
     logger.info("vocals:    %s (built-in separator, SDR improvement %+.1f dB)", vocals_path, gain)
     logger.info("features:  %s (%d frames x %d x %d at %g fps, %s)", features_path, *features.features.shape,
@@ -88,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 clip_path, clip.frames.shape[0])
     logger.info("motion:    %s (motion DiT sampled from the song, %d frames, rendered with the song)",
                 motion_path, motion_frames)
+    logger.info("nerf:      %s (audio-driven NeRF of a SynthSinger subject, with the song)", nerf_path)
     logger.info("done in %.2f s", time.perf_counter() - start)
     return 0
 

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_writes_song_vocals_features_and_subband_image(tmp_path):
     from singer_core.audio.features import SingerAudioFeatures
 
-    assert demo.main(["--out", str(tmp_path), "--seconds", "2", "--levels", "3", "--motion-preset", "tiny"]) == 0
+    assert demo.main(["--out", str(tmp_path), "--seconds", "2", "--levels", "3", "--motion-preset", "tiny",
+                      "--nerf-steps", "20"]) == 0
     for name, channels in (("song.wav", 2), ("vocals.wav", 2)):
         with wave.open(str(tmp_path / name)) as handle:
             assert handle.getframerate() == 16000 and handle.getnframes() == 32000
@@ -32,6 +33,8 @@ def test_demo_writes_song_vocals_features_and_subband_image(tmp_path):
     preview = read_video(tmp_path / "motion_preview.mp4")  # the motion DiT's output rendered with the song
     assert preview.frames.shape == (50, 256, 256, 3) and preview.audio is not None
     assert (tmp_path / "models" / "motion-tiny" / "model.safetensors").is_file()  # cached for the next run
+    nerf = read_video(tmp_path / "nerf_preview.mp4")  # the audio NeRF driven by the song
+    assert nerf.frames.shape[0] == 50 and nerf.audio is not None
     image = np.asarray(Image.open(tmp_path / "subbands.png"))
     assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] > 200 and image.std() > 10
 

@@ -75,8 +75,8 @@ def load_tensors(path: str | os.PathLike, *, device: str | torch.device = "cpu")
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format; older files are a bare pickle stream
 _PICKLE_FIX = ("Use the .safetensors version of these weights (most model pages offer one), or convert a file you "
-               "trust once, on a machine where running its code is acceptable: `python -c \"import torch, "
-               "safetensors.torch as st; st.save_file(torch.load('IN.pth', weights_only=False), 'OUT.safetensors')\"`")
+               "trust once, on a machine where running its code is acceptable: read it with torch.load and "
+               "weights_only=False, then write the state dict with safetensors.torch.save_file to a .safetensors file")
 
 
 def load_torch_file(path: str | os.PathLike, *, who: str = "load_torch_file", mmap: bool = False) -> Any:

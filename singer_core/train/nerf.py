@@ -393,6 +393,9 @@ class NerfTask:
     config_class = NerfTrainConfig
     presets = {
         "tiny": _TINY,
+        # `make demo` / the ComfyUI workflow: a 64 px, 2 s SynthSinger head in 600 steps (under a minute on CPU)
+        "demo": dataclasses.replace(_TINY, steps=600, subject_size=64, checkpoint_every=600, occupancy_start=100,
+                                    fine_start=500),
         "paper": _PAPER,
         **{f"paper-{mode}": dataclasses.replace(_PAPER, fusion_mode=mode)  # Table 3 ablations
            for mode in ("content", "dynamic", "concat", "cross")},

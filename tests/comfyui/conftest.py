@@ -34,7 +34,7 @@ TINY_MOTION_MODEL = "motion-tiny"  # the model the motion workflow loads (models
 SHORT_SONG_NAME = "singer_short_song.wav"  # 0.2 s: too short for deep decompositions
 
 STARTUP_TIMEOUT_S = 120.0
-PROMPT_TIMEOUT_S = 60.0
+PROMPT_TIMEOUT_S = 180.0  # a cold first run of a video workflow on 2 busy CPU cores
 HTTP_TIMEOUT_S = 10.0
 
 # Input types the frontend draws as widgets (their values live in ``widgets_values``).
@@ -266,6 +266,18 @@ def _train_tiny_motion_model(target: Path, runs: Path) -> None:
     shutil.copytree(final, target)
 
 
+def _build_tiny_video_models(base_dir: Path) -> None:
+    """The NeRF and SINGER workflows' models, where users put theirs: a NeRF trained for a few steps on a
+    SynthSinger subject (models/singer_nerf/nerf-demo/) and the tiny SINGER stack (models/singer/singer-tiny/),
+    trained for two steps: enough to run the workflows end to end, not to look good."""
+    from singer_core.diffusion.preview import build_tiny_stack
+    from singer_core.nerf.preview import train_demo_nerf
+
+    train_demo_nerf(base_dir / "models" / "singer_nerf" / "nerf-demo", cache_dir=base_dir / "runs" / "nerf", steps=40)
+    build_tiny_stack(base_dir / "models" / "singer" / "singer-tiny", cache_dir=base_dir / "runs" / "singer", steps=2,
+                     small_data=True)
+
+
 @pytest.fixture(scope="session")
 def comfyui_path() -> Path:
     return comfyui_path_or_skip()
@@ -286,6 +298,7 @@ def comfy_server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory):
     _write_song(base_dir / "input" / SONG_NAME, 3.0, seed=1)
     _write_song(base_dir / "input" / SHORT_SONG_NAME, 0.2, seed=2)
     _train_tiny_motion_model(base_dir / "models" / "singer_motion" / TINY_MOTION_MODEL, base_dir / "runs")
+    _build_tiny_video_models(base_dir)
     settings = base_dir / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
