@@ -357,12 +357,15 @@ def test_audio_preview_draws_the_waveform_and_plays(comfy_server, web_page):
     assert np.abs(peaks - expected).max() < 1e-4
     assert abs(page.evaluate(f"() => {preview}.duration") - 1.5) < 1e-3
 
-    stats = page.evaluate(CANVAS_STATS, [_node_selector("audio-preview") + " canvas", [16, 20, 24]])
+    # this node's widget (other nodes of the page, e.g. the executed Synth Song, have previews too)
+    own = f"#singer-test-audio-{node_id}"
+    page.evaluate(f"() => {{ {preview}.element.id = 'singer-test-audio-{node_id}'; }}")
+    stats = page.evaluate(CANVAS_STATS, [own + " canvas", [16, 20, 24]])
     assert stats["filled"] > 0.1, f"the waveform canvas looks blank: {stats}"
-    web_page.screenshot("audio_preview", _node_selector("audio-preview"))
+    web_page.screenshot("audio_preview", own)
 
     # play: the button starts the element and time moves on
-    page.locator(_node_selector("audio-preview")).get_by_role("button").first.click()
+    page.locator(own).get_by_role("button").first.click()
     page.wait_for_function(f"() => {preview}.audio.currentTime > 0.05", timeout=WIDGET_TIMEOUT_MS)
     page.evaluate(f"() => {preview}.audio.pause()")
     _assert_no_pack_errors(comfy_server, web_page)
