@@ -152,7 +152,7 @@ def _mean(rows: list[dict]) -> dict[str, float]:
 # ---- the test clips ---------------------------------------------------------------------------------
 def load_test_clips(root: Path, split: str, max_clips: int | None) -> list[dict]:
     """Per test clip: ground-truth frames (T, S, S, 3) float 0..1, landmarks, mouth boxes, vocal energy,
-    beats and the mel-80 features (relabelled rows="layers", how the tiny net's audio projection takes them)."""
+    beats and the mel-80 features (the tiny net's audio projection takes their 16 x 80 rows)."""
     import dataclasses
 
     from singer_core.audio.encoders import MelEncoder
@@ -170,7 +170,7 @@ def load_test_clips(root: Path, split: str, max_clips: int | None) -> list[dict]
                              f"benchmark generates its own {IMAGE_SIZE}-px SynthSinger data")
         features = encoder.encode(clip.audio, meta.sample_rate, meta.fps)
         frames = min(meta.frames, features.features.shape[0])
-        features = dataclasses.replace(features, features=features.features[:frames], rows="layers")
+        features = dataclasses.replace(features, features=features.features[:frames])
         landmarks = clip.landmarks["landmarks"][:frames].double().numpy()
         vocals = clip.read_wav("vocals.wav") if (clip.folder / "vocals.wav").is_file() else clip.audio
         clips.append({"id": clip_id, "truth": clip.frames(0, frames).double().numpy() / 255.0,

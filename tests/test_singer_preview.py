@@ -125,4 +125,4 @@ def test_features_of_another_encoder_are_refused_with_the_needed_shape(stacks):
     with pytest.raises(ValueError, match=r"\(frames, 16, 80\) from 'mel-80'"):
         model.prepare_features(wrong)
     features = encode_song(model, _song(0.2), SONG_RATE, 25.0)
-    assert features.rows == "layers" and tuple(features.features.shape) == (5, 16, 80)
+    assert features.rows == "steps" and features.encoder == "mel-80" and tuple(features.features.shape) == (5, 16, 80)

@@ -275,7 +275,7 @@ class SingerPipeline:
                 if moved:
                     encoder.to("cpu")
         config = self.net.config
-        if features.rows != "layers":
+        if features.rows != "layers" and features.encoder != "mel-80":  # tiny stacks take mel windows as rows
             raise ValueError(f"SingerPipeline: features have rows={features.rows!r}; SINGER needs the hidden "
                              "states of every layer (AudioEncoder.encode(..., layers='all'))")
         if (features.num_rows, features.width) != (config.audio_blocks, config.audio_channels):

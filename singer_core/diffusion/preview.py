@@ -83,10 +83,10 @@ class SingerVideoModel:
         return None
 
     def prepare_features(self, features: SingerAudioFeatures, who: str = "SingerVideoModel") -> SingerAudioFeatures:
-        """Check features against the network's audio projection and relabel weight-free mel rows.
+        """Check features against the network's audio projection.
 
-        features: (F, R, D) per video frame. The pipeline takes transformer "layers"; a net trained on
-        mel-80 windows takes their (16, 80) rows the same way, so those are passed as rows="layers".
+        features: (F, R, D) per video frame: transformer "layers", or for a net trained on mel-80 windows their
+        (16, 80) rows (the pipeline accepts those as they are).
         """
         config = self.net.config
         if (features.num_rows, features.width) != (config.audio_blocks, config.audio_channels):
@@ -94,11 +94,9 @@ class SingerVideoModel:
                              f"'{features.encoder}', but this model takes (frames, {config.audio_blocks}, "
                              f"{config.audio_channels}) from '{self.audio_encoder}'; encode the song with that "
                              "encoder (Load Audio Encoder)")
-        if features.rows != "layers":
-            if features.encoder != MEL_ENCODER:
-                raise ValueError(f"{who}: features from '{features.encoder}' have rows={features.rows!r}; encode "
-                                 "with layers='all' (every transformer layer) for SINGER")
-            features = dataclasses.replace(features, rows="layers")
+        if features.rows != "layers" and features.encoder != MEL_ENCODER:
+            raise ValueError(f"{who}: features from '{features.encoder}' have rows={features.rows!r}; encode "
+                             "with layers='all' (every transformer layer) for SINGER")
         return features
 
     def pipeline(self):

@@ -327,9 +327,9 @@ def procedural_model(seed: int = 0, detail: int = 1) -> MorphableModel:
     Args:
         seed: seeds the random parts of the identity, expression and texture bases (the mean face and
             the named expression units are the same for every seed).
-        detail: mesh density 1..4. At 1 (23k vertices, 46k triangles) vertices are ~1.5 px apart over
-            the eyes and mouth and ~3 px elsewhere in a 224 px render: enough up to ~256 px. 2 is twice as
-            dense in each direction (89k vertices), for 512 px.
+        detail: mesh density 1..4. At 1 (23k vertices, 46k triangles) vertices are ~1 px apart over
+            the eyes and mouth and ~2 px elsewhere in a 224 px render (the head fills ~70 % of the frame
+            height): enough up to ~384 px. 2 is twice as dense in each direction (89k vertices), for 768 px.
 
     Returns:
         A float32 CPU MorphableModel.
