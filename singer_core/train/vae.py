@@ -92,8 +92,8 @@ class VAETrainConfig(LoopConfig):
                                  seed=self.synth_seed, textured_background=self.synth_textured_background)
 
 
-_TINY = VAETrainConfig(steps=400, batch_size=16, lr=2e-3, warmup_steps=10, checkpoint_every=100, log_every=10,
-                       synth_clips=24, synth_seconds=1.0, synth_textured_background=True)
+_TINY = VAETrainConfig(steps=800, batch_size=16, lr=3e-3, warmup_steps=10, checkpoint_every=100, log_every=10,
+                       frame_stride=2, synth_clips=48, synth_seconds=1.0, synth_textured_background=True)
 _SMALL = VAETrainConfig(steps=20_000, batch_size=16, lr=4e-4, warmup_steps=200, checkpoint_every=1000, log_every=50,
                         image_size=128, block_out_channels=(32, 64, 128, 128), layers_per_block=2,
                         norm_num_groups=32, l1_weight=0.1, frame_stride=2, synth_clips=60, synth_seconds=4.0,
