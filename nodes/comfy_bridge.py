@@ -93,14 +93,19 @@ def comfy_progress(steps: int | None = None) -> Callable[[int, int], None]:
     return progress
 
 
-def input_file_path(name: str, who: str) -> Path:
-    """Resolve a file name from ComfyUI's input folder, refusing anything that escapes it."""
+def input_file_path(name: str, who: str, *, folder: bool = False, fix: str | None = None) -> Path:
+    """Resolve a name from ComfyUI's input folder, refusing anything that escapes it.
+
+    folder: expect a folder instead of a file; fix: what to do instead, appended to both errors
+    (default: upload the file or copy it there).
+    """
     input_dir = os.path.realpath(folder_paths.get_input_directory())
     path = os.path.realpath(os.path.join(input_dir, name))
+    kind = "folder" if folder else "file"
     if os.path.commonpath([path, input_dir]) != input_dir:
         raise ValueError(f"{who}: '{name}' is outside ComfyUI's input folder ({input_dir}); "
-                         "upload the file or copy it into that folder")
-    if not os.path.isfile(path):
-        raise ValueError(f"{who}: '{name}' is not a file in ComfyUI's input folder ({input_dir}); "
-                         "upload it with the node's upload button or copy it there")
+                         + (fix or "upload the file or copy it into that folder"))
+    if not (os.path.isdir(path) if folder else os.path.isfile(path)):
+        raise ValueError(f"{who}: '{name}' is not a {kind} in ComfyUI's input folder ({input_dir}); "
+                         + (fix or "upload it with the node's upload button or copy it there"))
     return Path(path)

@@ -15,7 +15,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..singer_core.train import TASKS
-from .comfy_bridge import MOTION_MODEL_FOLDER
+from .comfy_bridge import MOTION_MODEL_FOLDER, input_file_path
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +60,12 @@ def runs_directory() -> Path:
 
 def dataset_path(dataset: str) -> Path | None:
     """The dataset folder (relative to ComfyUI's input folder), or None for generated SynthSinger."""
-    import folder_paths
-
     dataset = dataset.strip()
     if not dataset:
         return None
-    input_dir = os.path.realpath(folder_paths.get_input_directory())
-    path = os.path.realpath(os.path.join(input_dir, dataset))
-    if os.path.commonpath([path, input_dir]) != input_dir:
-        raise ValueError(f"SingerTrain: dataset '{dataset}' is outside ComfyUI's input folder ({input_dir}); copy "
-                         "the dataset folder there or leave the field empty to train on generated SynthSinger")
-    if not os.path.isdir(path):
-        raise ValueError(f"SingerTrain: dataset '{dataset}' is not a folder in ComfyUI's input folder ({input_dir}); "
-                         "give a SINGER dataset folder (index.json + clips) or leave it empty for SynthSinger")
-    return Path(path)
+    return input_file_path(dataset, "SingerTrain: dataset", folder=True,
+                           fix="copy the SINGER dataset folder (index.json + clips) into it, or leave the field "
+                               "empty to train on generated SynthSinger")
 
 
 def install_model(final: Path, folder_name: str, run_name: str) -> Path:

@@ -12,6 +12,7 @@ not let test modules import this conftest): ``queue_prompt``, ``wait_for_history
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -34,6 +35,13 @@ TINY_MOTION_MODEL = "motion-tiny"  # the model the motion workflow loads (models
 SHORT_SONG_NAME = "singer_short_song.wav"  # 0.2 s: too short for deep decompositions
 
 STARTUP_TIMEOUT_S = 120.0
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; the browser tests never download one
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+PAGE_TIMEOUT_MS = 60_000
 PROMPT_TIMEOUT_S = 180.0  # a cold first run of a video workflow on 2 busy CPU cores
 HTTP_TIMEOUT_S = 10.0
 
@@ -340,3 +348,40 @@ def comfy_server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def open_frontend(comfy_server, tmp_path_factory):
+    """A factory for headless-chromium pages on the server's frontend:
+    `with open_frontend("name") as (page, errors, responses): ...`, the page loaded and `window.app` ready,
+    console/page errors collected as {kind, text, url} and every response as (url, status; -1 = failed)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+
+    @contextlib.contextmanager
+    def opener(name: str):
+        profile = tmp_path_factory.mktemp(name)
+        errors: list[dict] = []
+        responses: list[tuple[str, int]] = []
+        with sync_api.sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True,
+                viewport={"width": 1600, "height": 1000},
+            )
+            try:
+                page = context.pages[0] if context.pages else context.new_page()
+                page.on("console", lambda msg: errors.append(
+                    {"kind": "console", "text": msg.text, "url": msg.location.get("url", "")})
+                    if msg.type == "error" else None)
+                page.on("pageerror", lambda exc: errors.append(
+                    {"kind": "pageerror", "text": f"{exc}\n{getattr(exc, 'stack', '') or ''}", "url": ""}))
+                page.on("response", lambda response: responses.append((response.url, response.status)))
+                page.on("requestfailed", lambda request: responses.append((request.url, -1)))
+                page.goto(comfy_server.base_url, timeout=PAGE_TIMEOUT_MS)
+                page.wait_for_function("() => window.app && window.app.graph", timeout=PAGE_TIMEOUT_MS)
+                yield page, errors, responses
+            finally:
+                context.close()
+
+    return opener

@@ -20,10 +20,6 @@ pytestmark = [
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 PACK_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 PAGE_TIMEOUT_MS = 60_000
@@ -65,28 +61,11 @@ LOAD_AND_CONVERT = """async (wf) => {
 
 
 @pytest.fixture(scope="module")
-def browser_page(comfy_server, tmp_path_factory):
+def browser_page(open_frontend):
     """A chromium page on the server's frontend, with console/page errors collected."""
-    profile = tmp_path_factory.mktemp("chromium_profile")
-    errors: list[dict] = []  # {kind: console|pageerror, text, url}
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True,
-            viewport={"width": 1600, "height": 1000},
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("console", lambda msg: errors.append(
-                {"kind": "console", "text": msg.text, "url": msg.location.get("url", "")})
-                if msg.type == "error" else None)
-            page.on("pageerror", lambda exc: errors.append(
-                {"kind": "pageerror", "text": f"{exc}\n{getattr(exc, 'stack', '') or ''}", "url": ""}))
-            page.goto(comfy_server.base_url, timeout=PAGE_TIMEOUT_MS)
-            page.wait_for_function("() => window.app && window.app.graph", timeout=PAGE_TIMEOUT_MS)
-            page.evaluate(MISSING_NODE_COLLECTOR)
-            yield page, errors
-        finally:
-            context.close()
+    with open_frontend("chromium_profile") as (page, errors, _responses):
+        page.evaluate(MISSING_NODE_COLLECTOR)
+        yield page, errors
 
 
 @pytest.mark.parametrize("workflow_path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])

@@ -32,11 +32,6 @@ pytestmark = [
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="playwright is not installed (pip install playwright)")
 
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 PACK_ROOT = Path(__file__).resolve().parents[2]
 WEB_FILES = sorted(p.name for p in (PACK_ROOT / "web" / "js").glob("*.js"))
 OUR_EXTENSIONS = ("Singer.SubbandViewer", "Singer.AudioPreview", "Singer.VideoPreview")
@@ -68,35 +63,15 @@ class WebPage:
 
 
 @pytest.fixture(scope="module")
-def web_page(comfy_server, tmp_path_factory):
+def web_page(open_frontend, tmp_path_factory):
     """A chromium page on the server's frontend with our extensions registered; console errors, page
     errors and every response status are collected."""
-    profile = tmp_path_factory.mktemp("chromium_profile_web")
     shots = tmp_path_factory.mktemp("web_screenshots")
-    errors: list[dict] = []
-    responses: list[tuple[str, int]] = []
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True,
-            viewport={"width": 1600, "height": 1000},
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.on("console", lambda msg: errors.append(
-                {"kind": "console", "text": msg.text, "url": msg.location.get("url", "")})
-                if msg.type == "error" else None)
-            page.on("pageerror", lambda exc: errors.append(
-                {"kind": "pageerror", "text": f"{exc}\n{getattr(exc, 'stack', '') or ''}", "url": ""}))
-            page.on("response", lambda response: responses.append((response.url, response.status)))
-            page.on("requestfailed", lambda request: responses.append((request.url, -1)))
-            page.goto(comfy_server.base_url, timeout=PAGE_TIMEOUT_MS)
-            page.wait_for_function("() => window.app && window.app.graph", timeout=PAGE_TIMEOUT_MS)
-            page.wait_for_function(
-                "(names) => names.every((n) => window.app.extensions.some((e) => e.name === n))",
-                arg=list(OUR_EXTENSIONS), timeout=PAGE_TIMEOUT_MS)
-            yield WebPage(page, errors, responses, shots)
-        finally:
-            context.close()
+    with open_frontend("chromium_profile_web") as (page, errors, responses):
+        page.wait_for_function(
+            "(names) => names.every((n) => window.app.extensions.some((e) => e.name === n))",
+            arg=list(OUR_EXTENSIONS), timeout=PAGE_TIMEOUT_MS)
+        yield WebPage(page, errors, responses, shots)
 
 
 def _ours(comfy_server, text: str) -> bool:
