@@ -126,3 +126,21 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         atomic_write_bytes(target, 123)  # type: ignore[arg-type]
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_atomic_folder_replaces_on_success_and_keeps_the_old_one_on_failure(tmp_path):
+    from singer_core.io.checkpoint import atomic_folder
+
+    target = tmp_path / "run"
+    with atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (target / "a.txt").read_text() == "first"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_folder(target) as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise KeyboardInterrupt
+    assert (target / "a.txt").read_text() == "first"
+    with atomic_folder(target) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary or old folders left

@@ -27,7 +27,6 @@ import logging
 import math
 import numbers
 import os
-import shutil
 import tempfile
 import wave
 from collections.abc import Callable
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..io.checkpoint import atomic_folder
 
 logger = logging.getLogger(__name__)
 
@@ -352,10 +353,8 @@ def write_clip(
         raise FileExistsError(f"write_clip: '{folder}' exists; pass overwrite=True (--overwrite) to "
                               "replace it")
 
-    # 2. write into a temporary sibling folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    # 2. write into a temporary sibling folder, moved into place at the end (atomic_folder)
+    with atomic_folder(folder) as temporary:
         audio = audio.detach().float().cpu()
         write_video(temporary / VIDEO_FILE, frames, fps, audio=audio, sample_rate=sample_rate, crf=crf,
                     progress=progress)
@@ -372,17 +371,6 @@ def write_clip(
         for name, group in (tensors or {}).items():
             save_file(_contiguous(group), str(temporary / f"{name}.safetensors"))
         (temporary / META_FILE).write_text(meta.to_json())
-        # 3. move into place (an old folder is moved aside first and removed after)
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-            os.replace(folder, old / folder.name)
-            os.replace(temporary, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(temporary, folder)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
     return folder
 
 

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from ..audio.features import SingerAudioFeatures
+from ..io.checkpoint import atomic_folder
 from .config import DiffusionConfig
 from .net import SingerNet
 from .sampling import NoiseSchedule
@@ -165,15 +165,6 @@ def tiny_mel_config() -> DiffusionConfig:
     return dataclasses.replace(DiffusionConfig.tiny(), audio_seq_len=1, audio_blocks=16, audio_channels=80)
 
 
-def _replace_folder(tmp: Path, folder: Path) -> None:
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, folder)
 
 
 def _write_random_stack(tmp: Path, seed: int) -> None:
@@ -212,19 +203,13 @@ def build_tiny_stack(out_dir: str | os.PathLike, *, cache_dir: str | os.PathLike
     seed: training / initialisation seed. Returns out_dir.
     """
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         if trained:
             _train_stack(tmp, cache_dir, steps, progress, small_data, seed)
         else:
             _write_random_stack(tmp, seed)
             if progress is not None:
                 progress(1, 1)
-        _replace_folder(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -8,12 +8,13 @@ foreign files fail with a message that names the file and how to fix it. Nothing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -42,6 +43,31 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Fill a folder atomically: `with atomic_folder(path) as tmp: write files into tmp`.
+
+    tmp is a hidden temporary sibling; when the block succeeds it replaces `folder` (an existing folder is
+    moved aside first and removed after, so a reader never sees a half-written one); when it raises
+    (including an interrupt), tmp is removed and `folder` is left as it was.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        yield tmp
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+            os.replace(folder, old / folder.name)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
@@ -174,27 +200,13 @@ class PretrainedMixin:
 
     def save_pretrained(self, folder: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> Path:
         """Write `config.json` and `model.safetensors` into `folder` (replaced as a whole, atomically)."""
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_folder(folder) as tmp:
             config = json.loads(self.config.to_json())  # type: ignore[attr-defined]
             payload = {"model_type": self._type_name(), "config": config}
             (tmp / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True))
             save_tensors(tmp / WEIGHTS_NAME, self.state_dict(), metadata={"model_type": self._type_name(),
                                                                              **(metadata or {})})
-            if folder.exists():
-                old = folder.with_name(f".{folder.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(folder, old)
-                os.replace(tmp, folder)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return folder
+        return Path(folder)
 
     @classmethod
     def read_config(cls, folder: str | os.PathLike) -> Any:

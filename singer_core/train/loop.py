@@ -30,7 +30,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -38,7 +37,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ..io.checkpoint import atomic_write_bytes, load_tensors, save_tensors
+from ..io.checkpoint import atomic_folder, atomic_write_bytes, load_tensors, save_tensors
 from ..io.config import JsonConfig
 
 logger = logging.getLogger(__name__)
@@ -354,18 +353,10 @@ def list_checkpoints(out: str | os.PathLike) -> list[tuple[int, Path]]:
 
 def write_checkpoint(folder: Path, tensors: Mapping[str, torch.Tensor], state: Mapping) -> Path:
     """Write state.safetensors + state.json into `folder` through a hidden temporary folder and a rename."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         save_tensors(tmp / STATE_TENSORS, tensors, metadata={"format": CHECKPOINT_FORMAT})
         atomic_write_bytes(tmp / STATE_JSON, json.dumps(state, indent=1).encode())
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-        _fsync_dir(folder.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _fsync_dir(folder.parent)
     return folder
 
 

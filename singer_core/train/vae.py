@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.synthetic import SynthSingerConfig
+from ..io.checkpoint import atomic_folder
 from .loop import EpochSampler, LoopConfig, TrainParts, step_generator
 from .motion_data import synth_dataset
 
@@ -214,14 +213,6 @@ def save_vae(vae, folder: str | os.PathLike) -> Path:
     """Write `vae` with diffusers' save_pretrained (safetensors) into `folder` atomically (temporary folder +
     rename; an existing folder is replaced). Returns the folder."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         vae.save_pretrained(tmp, safe_serialization=True)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
