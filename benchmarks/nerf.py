@@ -5,11 +5,15 @@ Measures, with the ER-NeRF-sized field (3 planes x 12 levels x 1 feature, 2^14 t
   * render: render_rays without gradients (inference) and with backward (a training step's rendering),
     every sample evaluated ("dense") and with an occupancy grid skipping empty cells ("skip": a sphere of
     radius 0.6 in the [-1, 1]^3 box is occupied, about 11% of the cells, like a head);
-  * frame: a full image through render() (CUDA: 512 x 512, the 30 frames/s goal).
+  * frame: a full image through render() (CUDA: 512 x 512, the 30 frames/s goal);
+  * backends (whenever CUDA is visible): 512 x 512 frames/s with the plain torch kernels and with the fused
+    Triton kernels (ops/triton_kernels.py), same field and rays in the same run, their ratio, the largest
+    pixel difference between the two images, and whether the 30 frames/s goal is met.
+    CUDA rows outside that section use the default backend ("auto": Triton when it can run).
 
-    python benchmarks/nerf.py                    # CPU, 2 threads
+    python benchmarks/nerf.py                    # CPU, 2 threads (+ the backend section on a GPU machine)
     python benchmarks/nerf.py --quick            # tiny sizes, smoke test
-    python benchmarks/nerf.py --device cuda      # adds 512x512 frames/s on the GPU
+    python benchmarks/nerf.py --device cuda      # adds the CPU table's measures on the GPU
     python benchmarks/nerf.py --threads 8 --json nerf.json
 """
 
@@ -25,7 +29,10 @@ import torch
 
 from singer_core.nerf.field import AudioConditionedField, AudioFieldConfig
 from singer_core.nerf.renderer import render, render_rays
+from singer_core.ops import triton_kernels
 from singer_core.ops.volume import OccupancyGrid, PinholeCamera
+
+FPS_GOAL = 30.0  # frames/s at 512 x 512 (issue 7)
 
 
 def _median_s(fn, repeat: int, sync=lambda: None) -> float:
@@ -113,6 +120,43 @@ def run(device: str, *, points: int, rays: int, samples: int, frame_size: int, r
     return rows
 
 
+def compare_backends(*, frame_size: int, samples: int, repeat: int, device: str = "cuda") -> list[dict]:
+    """Frames/s of a frame_size^2 render with backend "torch" vs "triton" (same field, same run); device
+    "cpu" only under TRITON_INTERPRET=1 (a smoke test of this function, not a timing)."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    field = AudioConditionedField(AudioFieldConfig()).to(device)
+    audio = torch.randn(64, generator=gen).to(device)
+    grid = _head_occupancy(device)
+    pose = torch.eye(4)
+    pose[2, 3] = 3.0
+    focal = frame_size / (2 * 0.36)
+    camera = PinholeCamera(pose, focal, focal, frame_size / 2, frame_size / 2, frame_size, frame_size)
+    rows, best = [], 0.0
+    print(f"\nbackends: {frame_size}x{frame_size} frame, {samples} samples/ray, median of {repeat} runs")
+    for name, occupancy in (("dense", None), ("skip", grid)):
+        fps, images = {}, {}
+        for backend in ("torch", "triton"):
+            def frame(occ=occupancy):
+                return render(field, camera, audio, 0, num_samples=samples, occupancy=occ, chunk=65536)
+
+            with triton_kernels.use_backend(backend), torch.no_grad():
+                images[backend] = frame()["rgb"]
+                seconds = _median_s(frame, repeat, sync)
+            fps[backend] = 1.0 / seconds
+            rows.append({"device": device, "what": f"frame {frame_size}^2 {name} {backend}", "unit": "frames/s",
+                         "n": 1, "ms": 1e3 * seconds, "rate": fps[backend]})
+        best = max(best, fps["triton"])
+        diff = float((images["torch"] - images["triton"]).abs().max())
+        print(f"  {name:<6} torch {fps['torch']:8.1f} frames/s   triton {fps['triton']:8.1f} frames/s   "
+              f"triton/torch {fps['triton'] / fps['torch']:5.2f}x   max |torch - triton| {diff:.2e}")
+    verdict = "met" if best >= FPS_GOAL else "not met"
+    print(f"  goal >= {FPS_GOAL:.0f} frames/s at {frame_size}x{frame_size} (triton, best of dense/skip): "
+          f"{verdict} ({best:.1f} frames/s)")
+    return rows
+
+
 def print_table(rows: list[dict]) -> None:
     print(f"\n  {'device':<7}{'measure':<28}{'batch':>9}{'ms':>10}{'rate':>14}  unit")
     for row in rows:
@@ -145,6 +189,12 @@ def main(argv=None) -> int:
             cuda_sizes = dict(sizes, points=sizes["points"] * 16, rays=sizes["rays"] * 16,
                               frame_size=16 if args.quick else 512)
             rows += run("cuda", repeat=repeat, **cuda_sizes)
+    if not torch.cuda.is_available():
+        print("GPU section skipped: no CUDA device (torch vs Triton 512x512 frames/s needs a GPU)")
+    elif not triton_kernels.available():
+        print("GPU section skipped: triton cannot be imported (it ships with the CUDA builds of torch)")
+    else:
+        rows += compare_backends(frame_size=32 if args.quick else 512, samples=sizes["samples"], repeat=repeat)
     print_table(rows)
     if args.json:
         with open(args.json, "w") as handle:

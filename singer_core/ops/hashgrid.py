@@ -22,6 +22,10 @@ below one grid cell.
 Gradients: with respect to the tables through a custom autograd function whose backward is one
 ``index_add_`` (scatter-add) per call; with respect to the input coordinates when the inputs require
 grad (then the whole encoding runs through ordinary differentiable torch ops).
+
+GPU: CUDA float32/float16 inputs run one fused Triton kernel per call (all levels and corners; backward by
+atomic adds, coordinate gradients included) when triton imports; ``backend="torch"`` / ``"triton"`` on the
+encoders (or ``triton_kernels.set_backend``) forces either path. See ``ops/triton_kernels.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import torch
 from torch import nn
 
 from ..io.config import JsonConfig
+from . import triton_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -248,21 +253,34 @@ def interpolate_table(table: torch.Tensor, index: torch.Tensor, weights: torch.T
     return out.permute(1, 2, 0, 3).reshape(num, -1)
 
 
+def _encode_triton(table: torch.Tensor, coords: torch.Tensor, tables: HashGridTables, grid_rows: int = 0
+                   ) -> torch.Tensor:
+    """The fused Triton encoding: table (rows, F), coords (N, P, D), float32 level tables -> (N, P * L * F)."""
+    return triton_kernels.hash_grid_encode(table, coords, tables.scale, tables.stride, tables.offset,
+                                           num_dense=tables.num_dense, hash_mask=tables.hash_mask,
+                                           grid_rows=grid_rows)
+
+
 class HashGridEncoder(nn.Module):
     """Multi-resolution hash-grid encoding of points in [0, 1]^D.
 
     Args:
-        config: HashGridConfig (levels, features, table size, resolutions).
+        config: HashGridConfig (levels, features, table size, resolutions); keyword overrides replace
+            its fields.
+        backend: "auto" (Triton for CUDA float32/float16 inputs when triton imports, else torch), "torch",
+            "triton" (error where it cannot run) or None (the default of triton_kernels.set_backend). Settable
+            later as the attribute ``backend``.
     Forward:
         inputs: (..., D) in [0, 1] (outside: encodes to 0) -> (..., L * F), levels in order, features inner.
     Parameters:
         embeddings: (sum of level table sizes, F) -- the name torch-ngp / ER-NeRF checkpoints use.
     """
 
-    def __init__(self, config: HashGridConfig | None = None, **overrides):
+    def __init__(self, config: HashGridConfig | None = None, *, backend: str | None = None, **overrides):
         super().__init__()
         config = dataclasses.replace(config or HashGridConfig(), **overrides)
         self.config = config
+        self.backend = None if backend is None else triton_kernels.check_backend(backend, "HashGridEncoder")
         self.levels = level_geometry(config)
         total = self.levels[-1].offset + self.levels[-1].table_size
         self.embeddings = nn.Parameter(torch.empty(total, config.features_per_level))
@@ -294,8 +312,11 @@ class HashGridEncoder(nn.Module):
         flat = inputs.reshape(-1, dim)
         if not flat.is_floating_point():
             raise ValueError(f"HashGridEncoder: inputs must be floating point, got {inputs.dtype}")
-        index, weights = hash_grid_corners(flat[:, None, :], self.tables(flat.device, flat.dtype))
-        out = interpolate_table(self.embeddings, index, weights, flat.requires_grad)  # (N, L * F)
+        if triton_kernels.use_triton("HashGridEncoder", (flat, self.embeddings), self.backend):
+            out = _encode_triton(self.embeddings, flat[:, None, :], self.tables(flat.device, torch.float32))
+        else:
+            index, weights = hash_grid_corners(flat[:, None, :], self.tables(flat.device, flat.dtype))
+            out = interpolate_table(self.embeddings, index, weights, flat.requires_grad)  # (N, L * F)
         return out.reshape(*prefix, self.output_dim)
 
     def extra_repr(self) -> str:
@@ -340,15 +361,17 @@ class TriPlaneEncoder(nn.Module):
 
     Args:
         config: TriPlaneConfig.
+        backend: "auto", "torch", "triton" or None, as for HashGridEncoder (attribute ``backend``).
     Forward:
         points: (..., 3) world coordinates; the box `config.aabb` is mapped to [0, 1]^3 (points outside
             encode to 0 on the planes where they fall outside) -> (..., 3 * L * F), order xy, yz, xz.
     Submodules ``encoder_xy``, ``encoder_yz``, ``encoder_xz`` (the names ER-NeRF uses).
     """
 
-    def __init__(self, config: TriPlaneConfig | None = None):
+    def __init__(self, config: TriPlaneConfig | None = None, *, backend: str | None = None):
         super().__init__()
         self.config = config or TriPlaneConfig()
+        self.backend = None if backend is None else triton_kernels.check_backend(backend, "TriPlaneEncoder")
         plane = self.config.plane_config()
         self.encoder_xy = HashGridEncoder(plane)
         self.encoder_yz = HashGridEncoder(plane)
@@ -380,8 +403,11 @@ class TriPlaneEncoder(nn.Module):
         encoders = (self.encoder_xy, self.encoder_yz, self.encoder_xz)
         table = torch.cat([enc.embeddings for enc in encoders], dim=0)
         rows = self.encoder_xy.embeddings.shape[0]
-        index, weights = hash_grid_corners(coords, self.encoder_xy.tables(unit.device, unit.dtype), rows)
-        out = interpolate_table(table, index, weights, unit.requires_grad)        # (N, 3 * L * F)
+        if triton_kernels.use_triton("TriPlaneEncoder", (coords, table), self.backend):
+            out = _encode_triton(table, coords, self.encoder_xy.tables(unit.device, torch.float32), rows)
+        else:
+            index, weights = hash_grid_corners(coords, self.encoder_xy.tables(unit.device, unit.dtype), rows)
+            out = interpolate_table(table, index, weights, unit.requires_grad)    # (N, 3 * L * F)
         return out.reshape(*prefix, self.output_dim)
 
     def _plane_axes(self, device) -> torch.Tensor:
