@@ -6,14 +6,18 @@ SDR improvement against the true vocal stem), per-frame mel-80 audio features at
 Haar sub-band view (SINGER §3.1) of the song, and a SynthSinger clip (the procedural 3DMM
 singer performing a song: video.mp4 with sound, coefficients, landmarks), and the motion DiT (FD2Talk stage 1)
 sampling head and face motion from the song, rendered as motion_preview.mp4 with the song (the small model is
-trained once on SynthSinger and cached in out/models/). Later issues extend it to the full song + portrait ->
-singing video pipeline.
+trained once on SynthSinger and cached in out/models/), the DAMC NeRF of a SynthSinger subject driven by the song
+(nerf_preview.mp4), and SINGER itself: the portrait + the song's vocals through the tiny SINGER stack (reference
+UNet, denoising UNet3D with audio modules, MSM and SFM, VAE), written as singer_video.mp4 with the song.
+The tiny stack is trained once on CPU (a few minutes; cached in out/models/singer-demo) on one SynthSinger singer,
+so the portrait is that singer's; any other face needs the official full-size weights (README).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -32,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="trainer preset of the motion model (default: demo, about a CPU minute; tiny: seconds)")
     parser.add_argument("--nerf-steps", type=int, default=None,
                         help="training steps of the demo NeRF (default: the nerf task's demo preset)")
+    parser.add_argument("--singer-steps", type=int, default=None,
+                        help="training steps of the tiny SINGER stack and its VAE (default: the singer task's tiny "
+                             "preset, a few CPU minutes)")
+    parser.add_argument("--sample-steps", type=int, default=20, help="DDIM steps of the SINGER video")
     args = parser.parse_args(argv)
     if not logger.handlers:  # configure our own logger only; never the root (basicConfig)
         handler = logging.StreamHandler()
@@ -91,16 +99,21 @@ def main(argv: list[str] | None = None) -> int:
         train_demo_nerf(nerf_dir, cache_dir=out / "cache", steps=args.nerf_steps)
     nerf_path = render_preview(nerf_dir, song.mix, rate, out / "nerf_preview.mp4")
 
+    # 8. SINGER: portrait + song -> singing video through the tiny stack (trained once, cached in out/models)
+    singer_path, singer_frames = _singer_video(out, song, separation.vocals, rate, args)
+
     logger.info("song:      %s (%.1f s, %d Hz, stereo, vocals + chords/bass/drums)", wav_path, args.seconds, rate)
     logger.info("vocals:    %s (built-in separator, SDR improvement %+.1f dB)", vocals_path, gain)
     logger.info("features:  %s (%d frames x %d x %d at %g fps, %s)", features_path, *features.features.shape,
                 float(features.fps), features.encoder)
     logger.info("sub-bands: %s (%dx%d, %d levels of LL/LH/HL/HH)", png_path, image.shape[1], image.shape[0], args.levels)
-    logger.info("singer:    %s/video.mp4 (%d frames at 25 fps, 256 px, with its song; 3DMM ground truth beside it)",
+    logger.info("synth:     %s/video.mp4 (%d frames at 25 fps, 256 px, with its song; 3DMM ground truth beside it)",
                 clip_path, clip.frames.shape[0])
     logger.info("motion:    %s (motion DiT sampled from the song, %d frames, rendered with the song)",
                 motion_path, motion_frames)
     logger.info("nerf:      %s (audio-driven NeRF of a SynthSinger subject, with the song)", nerf_path)
+    logger.info("singer:    %s (SINGER tiny stack: portrait + vocals -> %d generated frames, with the song)",
+                singer_path, singer_frames)
     logger.info("done in %.2f s", time.perf_counter() - start)
     return 0
 
@@ -143,6 +156,38 @@ def _motion_preview(out: Path, song, rate: int, clip, seed: int, preset: str) ->
         frames[start:start + 16] = (rendered.images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     path = write_video(out / "motion_preview.mp4", frames, motion.fps, audio=song.mix, sample_rate=rate)
     return path, motion.frames
+
+
+def _singer_video(out: Path, song, vocals, rate: int, args) -> tuple[Path, int]:
+    """Train (once; cached in out/models/singer-demo) the tiny SINGER stack and render the portrait singing."""
+    from .data.synthetic import SynthSingerConfig, generate_clip
+    from .diffusion.preview import build_tiny_stack, render_preview
+    from .train.loop import resolve_config
+    from .train.singer import SingerTask
+
+    model_dir = out / "models" / "singer-demo"
+    if not (model_dir / "config.json").is_file():
+        logger.info("singer:    training the tiny SINGER stack once (VAE, then reference + denoising UNets, MSM, "
+                    "SFM; a few CPU minutes; cached in %s)", model_dir)
+        reported = [-1]
+
+        def progress(done: int, total: int) -> None:
+            tenth = 10 * done // max(total, 1)
+            if tenth > reported[0]:
+                reported[0] = tenth
+                logger.info("singer:    training %3d %% (%d / %d steps)", 10 * tenth, done, total)
+
+        build_tiny_stack(model_dir, cache_dir=out / "cache", steps=args.singer_steps, progress=progress)
+    # the portrait: a frame of the singer the tiny stack was trained on (identity 0 of its SynthSinger seed)
+    seed = resolve_config(SingerTask, "tiny", {}).synth_seed
+    portrait = generate_clip(SynthSingerConfig(clips=1, size=256, seconds=0.2, seed=seed), 0).frames[0]
+    portrait_path = out / "singer_portrait.png"
+    from PIL import Image
+
+    Image.fromarray(portrait.numpy()).save(portrait_path)
+    path = render_preview(model_dir, portrait, song.mix, rate, out / "singer_video.mp4", steps=args.sample_steps,
+                          guidance=1.0, seed=args.seed, vocals=vocals)
+    return path, math.ceil(song.mix.shape[-1] / rate * 25 - 1e-9)
 
 
 def _sdr_db(reference, estimate) -> float:

@@ -1,5 +1,5 @@
 """`make demo` writes the song, its isolated vocals, its features, its sub-band view, a SynthSinger clip and
-the motion DiT's preview video."""
+the motion DiT's, the NeRF's and the SINGER stack's videos."""
 
 import json
 import subprocess
@@ -19,7 +19,7 @@ def test_demo_writes_song_vocals_features_and_subband_image(tmp_path):
     from singer_core.audio.features import SingerAudioFeatures
 
     assert demo.main(["--out", str(tmp_path), "--seconds", "2", "--levels", "3", "--motion-preset", "tiny",
-                      "--nerf-steps", "20"]) == 0
+                      "--nerf-steps", "20", "--singer-steps", "2", "--sample-steps", "2"]) == 0
     for name, channels in (("song.wav", 2), ("vocals.wav", 2)):
         with wave.open(str(tmp_path / name)) as handle:
             assert handle.getframerate() == 16000 and handle.getnframes() == 32000
@@ -35,6 +35,10 @@ def test_demo_writes_song_vocals_features_and_subband_image(tmp_path):
     assert (tmp_path / "models" / "motion-tiny" / "model.safetensors").is_file()  # cached for the next run
     nerf = read_video(tmp_path / "nerf_preview.mp4")  # the audio NeRF driven by the song
     assert nerf.frames.shape[0] == 50 and nerf.audio is not None
+    singer = read_video(tmp_path / "singer_video.mp4")  # portrait + song through the tiny SINGER stack
+    portrait = np.asarray(Image.open(tmp_path / "singer_portrait.png"))
+    assert singer.frames.shape == (50, *portrait.shape) and singer.audio is not None
+    assert singer.audio.shape[-1] == 32000 and (tmp_path / "models" / "singer-demo" / "vae").is_dir()
     image = np.asarray(Image.open(tmp_path / "subbands.png"))
     assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] > 200 and image.std() > 10
 

@@ -313,3 +313,30 @@ def test_sample_long_chains_clips_and_reports_progress():
     second = sample_clip(net, noise, reference_latents=references, face_embedding=face,
                          audio_windows=audio[:, 2:4], steps=2)
     torch.testing.assert_close(out[:, :, 2:4], second)
+
+
+def test_sample_long_reencodes_motion_frames_before_the_next_clip():
+    from singer_core.diffusion.sampling import sample_clip, sample_long
+
+    torch.manual_seed(9)
+    config = DiffusionConfig.tiny()
+    net = SingerNet(config).eval()
+    size = 16
+    portrait = torch.randn(1, 4, size, size)
+    face = torch.randn(1, config.face_embedding_dim)
+    audio = torch.randn(1, 4, config.audio_seq_len, config.audio_blocks, config.audio_channels)
+    seen = []
+
+    def round_trip(latents):  # stands in for the VAE decode + encode: any map the next clip must read
+        seen.append(latents.clone())
+        return latents.flip(-1) * 0.5
+
+    out = sample_long(net, reference_latent=portrait, face_embedding=face, audio_windows=audio, clip_frames=2,
+                      motion_frames=2, steps=2, seed=3, reencode=round_trip)
+    assert len(seen) == 1 and seen[0].shape == (2, 4, size, size)  # once, between the two clips
+    torch.testing.assert_close(seen[0], out[0, :, 0:2].transpose(0, 1))
+    noise = torch.randn(1, 4, 2, size, size, generator=torch.Generator().manual_seed(4))
+    references = torch.cat([portrait[:, None], (out[:, :, 0:2].transpose(1, 2).flip(-1) * 0.5)], dim=1)
+    second = sample_clip(net, noise, reference_latents=references, face_embedding=face,
+                         audio_windows=audio[:, 2:4], steps=2)
+    torch.testing.assert_close(out[:, :, 2:4], second)

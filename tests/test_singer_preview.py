@@ -78,7 +78,8 @@ def test_render_preview_writes_the_song_and_one_frame_per_video_frame(stacks, tm
     video = read_video(out)
     frames = math.ceil(seconds * 25)
     assert tuple(video.frames.shape) == (frames, height, width, 3)
-    clips = math.ceil(frames / 8)  # the tiny preset's 8-frame clips
+    clip_frames = json.loads((stacks["trained"] / MODEL_INFO).read_text())["frames"]  # the tiny preset's clips
+    clips = math.ceil(frames / clip_frames)
     assert calls[-1] == (2 * clips, 2 * clips) and len(calls) == 2 * clips
     # the sound track is the song: correlation with the input (AAC is lossy, not sample exact)
     audio = video.audio.float().mean(0).numpy()

@@ -185,3 +185,25 @@ def test_singer_loss_is_v_prediction_mse(work):
     error = (seen["out"].double() - v) ** 2
     assert float(loss) == pytest.approx(float((weight * error).mean()), rel=1e-5)
     assert scalars["mse"] == pytest.approx(float(error.mean()), rel=1e-5)
+
+
+def test_tie_unet_init_starts_the_denoising_unet_from_the_reference_unet():
+    """Hallo / SINGER start both UNets from SD1.5; from scratch, tie_unet_init copies every reference-UNet tensor
+    into its twin and leaves the denoising UNet's own parts (motion / audio modules) alone."""
+    from singer_core.train.singer import tie_unet_init
+
+    torch.manual_seed(3)
+    net = SingerNet(DiffusionConfig.tiny())
+    before = {name: value.clone() for name, value in net.denoising_unet.state_dict().items()}
+    reference = {name[len("reference_unet."):]: value for name, value in net.state_dict().items()
+                 if name.startswith("reference_unet.")}
+    copied = tie_unet_init(net)
+    after = net.denoising_unet.state_dict()
+    assert copied == len(reference) > 100
+    for name, value in reference.items():
+        assert torch.equal(after[name], value), name
+    own = [name for name in after if name not in reference]
+    assert own and any(".motion_modules." in name for name in own) and any("audio_modules" in name for name in own)
+    for name in own:
+        assert torch.equal(after[name], before[name]), name
+    assert not all(torch.equal(after[name], before[name]) for name in reference)  # something actually changed

@@ -76,6 +76,9 @@ class PipelineOptions(JsonConfig):
     separation: str = "none"
     # frames per VAE decoder call
     decode_slice: int = 8
+    # motion frames go to the next clip decoded to pixels and encoded again by the VAE, as the official
+    # pipeline does (it keeps the frames it already decoded); False passes their latents on directly
+    reencode_motion_frames: bool = True
     # paste-back feather as a share of the crop side (0 = hard edge)
     feather: float = 0.1
 
@@ -338,7 +341,8 @@ class SingerPipeline:
                 masks=self._region_masks(masks, options.clip_frames, device, dtype),
                 clip_frames=options.clip_frames, motion_frames=options.motion_frames, steps=options.steps,
                 guidance=options.guidance, motion_scale=(options.pose_weight, options.face_weight, options.lip_weight),
-                seed=options.seed, schedule=self.schedule, use_msm=options.use_msm, progress=progress)
+                seed=options.seed, schedule=self.schedule, use_msm=options.use_msm,
+                reencode=self._vae_round_trip if options.reencode_motion_frames else None, progress=progress)
         finally:
             for offload in offloads:
                 offload.remove()
@@ -354,6 +358,12 @@ class SingerPipeline:
                               sample_rate=None if waveform is None else int(sample_rate),
                               face_box=Box(float(transform.x0), float(transform.y0), float(transform.side),
                                            float(transform.side)))
+
+    def _vae_round_trip(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (M, C, h, w) decoded to pixels and encoded again (the official motion-frame path)."""
+        param = next(self.vae.parameters())
+        pixels = decode_latents(self.vae, latents.to(device=param.device, dtype=param.dtype))  # (M, H, W, 3) 0..1
+        return encode_images(self.vae, pixels.permute(0, 3, 1, 2) * 2.0 - 1.0).to(latents)
 
     @staticmethod
     def _box_in_crop(box: Box, transform: CropTransform) -> tuple[float, float, float, float]:

@@ -38,7 +38,7 @@ Progress = Callable[[int, int], None]
 MODEL_INFO = "singer_training.json"  # same name as singer_core.train.singer.TRAINING_INFO
 VAE_DIR = "vae"
 MEL_ENCODER = "mel-80"
-# SynthSinger data of build_tiny_stack(small_data=True): 2 clips of 0.4 s (10 frames), enough for 8-frame samples
+# SynthSinger data of build_tiny_stack(small_data=True): 2 clips of 0.4 s (10 frames), enough for 4-frame samples
 SMALL_DATA = {"synth_clips": 2, "synth_seconds": 0.4}
 
 
@@ -216,7 +216,7 @@ def build_tiny_stack(out_dir: str | os.PathLike, *, cache_dir: str | os.PathLike
 def _train_stack(tmp: Path, cache_dir: Path, steps: int | None, progress: Progress | None, small_data: bool,
                  seed: int) -> None:
     from ..train.loop import resolve_config, train
-    from ..train.singer import TRAINING_INFO, SingerTask
+    from ..train.singer import TRAINING_INFO, SingerTask, tiny_vae_data
     from ..train.vae import VAETask
 
     singer = dict(SMALL_DATA if small_data else {}, seed=seed)
@@ -224,8 +224,7 @@ def _train_stack(tmp: Path, cache_dir: Path, steps: int | None, progress: Progre
         singer.update(steps=int(steps), checkpoint_every=max(1, int(steps)), warmup_steps=0)
     singer_config = resolve_config(SingerTask, "tiny", singer)
     # the VAE the singer task would train for itself (its synth data, the VAE preset's architecture)
-    vae = dict(image_size=singer_config.image_size, synth_clips=singer_config.synth_clips,
-               synth_seconds=singer_config.synth_seconds, synth_seed=singer_config.synth_seed, seed=seed)
+    vae = dict(tiny_vae_data(singer_config), seed=seed, steps=singer_config.vae_steps)
     if steps is not None:
         vae.update(steps=int(steps), checkpoint_every=max(1, int(steps)), warmup_steps=0)
     vae_config = resolve_config(VAETask, "tiny", vae)
@@ -271,22 +270,24 @@ def encode_song(model: SingerVideoModel, waveform: torch.Tensor, sample_rate: in
 
 def render_preview(model_dir: str | os.PathLike, image, song_waveform: torch.Tensor, sample_rate: int,
                    out_path: str | os.PathLike, *, progress: Progress | None = None, steps: int = 20,
-                   guidance: float = 3.5, seed: int = 0, crop_ratio: float = 0.0, fps: float = 25.0) -> Path:
+                   guidance: float = 3.5, seed: int = 0, crop_ratio: float = 0.0, fps: float = 25.0,
+                   vocals: torch.Tensor | None = None) -> Path:
     """Render a singing video with a model folder and write it as an mp4 with the song.
 
     model_dir: a folder `load_model_folder` reads (e.g. from build_tiny_stack); image: (H, W, 3) uint8 or float
     0..1 RGB portrait; song_waveform: (C, T) or (T,) float in [-1, 1] (C = 1 or 2); sample_rate: its Hz;
     out_path: .mp4 to write (atomically: nothing is left when stopped); progress: (done, total) over
     steps x clips, may raise to stop; steps, guidance, seed: DDIM steps, CFG scale, noise seed;
-    crop_ratio: 0 = the whole image (what the tiny model is trained on), else face box x ratio; fps: frame rate.
-    Returns out_path. The video has ceil(seconds x fps) frames at the portrait's size.
+    crop_ratio: 0 = the whole image (what the tiny model is trained on), else face box x ratio; fps: frame rate;
+    vocals: (C, T) or (T,) isolated vocals at sample_rate to encode instead of the song (the video still
+    carries the song). Returns out_path. The video has ceil(seconds x fps) frames at the portrait's size.
     """
     from ..io.video import write_video
 
     model = load_model_folder(model_dir)
     waveform = torch.as_tensor(song_waveform, dtype=torch.float32)
     waveform = waveform[None] if waveform.dim() == 1 else waveform
-    features = encode_song(model, waveform, sample_rate, fps)
+    features = encode_song(model, waveform if vocals is None else vocals, sample_rate, fps)
     result = model.pipeline()(image, features=features, progress=progress, steps=steps, guidance=guidance, seed=seed,
                               crop_ratio=crop_ratio, clip_frames=model.clip_frames,
                               motion_frames=model.motion_frames, fps=fps, device="cpu", dtype="fp32")

@@ -182,6 +182,7 @@ def sample_long(net, *, reference_latent: torch.Tensor, face_embedding: torch.Te
                 motion_frames: int = 2, steps: int = 40, guidance: float = 3.5,
                 motion_scale: tuple[float, float, float] | None = (1.0, 1.0, 1.0), seed: int = 0,
                 schedule: NoiseSchedule = NoiseSchedule(), use_msm: bool = True,
+                reencode: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 progress: Progress | None = None) -> torch.Tensor:
     """Latents of a whole song: consecutive clips, each conditioned on the last frames of the previous one.
 
@@ -189,9 +190,11 @@ def sample_long(net, *, reference_latent: torch.Tensor, face_embedding: torch.Te
     blocks, channels) for N video frames; masks: region masks for one clip (1 * clip_frames frames; the
     official code uses the portrait's masks for every frame); clip_frames: frames per clip (16);
     motion_frames: previous frames fed through the reference UNet (2; the first clip uses the portrait);
-    seed: noise seed (clip k draws from a generator seeded seed + k); use_msm: False skips the MSM; progress: (done, total) over all
-    clips x steps, may raise to stop. The motion frames are passed as latents (the official pipeline
-    decodes and re-encodes them with the VAE). Returns (1, C, N, h, w).
+    seed: noise seed (clip k draws from a generator seeded seed + k); use_msm: False skips the MSM;
+    reencode: maps the motion-frame latents (M, C, h, w) to the latents the next clip reads; the official
+    pipeline decodes them to pixels and encodes them again with the VAE (give that round trip here), None
+    passes the latents on as they are; progress: (done, total) over all clips x steps, may raise to stop.
+    Returns (1, C, N, h, w).
     """
     if reference_latent.dim() != 4 or reference_latent.shape[0] != 1:
         raise ValueError(f"sample_long: reference_latent must be (1, C, h, w), got {tuple(reference_latent.shape)}")
@@ -225,4 +228,6 @@ def sample_long(net, *, reference_latent: torch.Tensor, face_embedding: torch.Te
         outputs.append(latents)
         if motion_frames:
             history = latents[:, :, -motion_frames:]
+            if reencode is not None and clip + 1 < clips:
+                history = reencode(history[0].transpose(0, 1)).to(history).transpose(0, 1)[None]
     return torch.cat(outputs, dim=2)[:, :, :total]

@@ -48,6 +48,7 @@ class VAETrainConfig(LoopConfig):
     synth_clips: int = 6  # SynthSinger clips generated when no --data is given
     synth_seconds: float = 2.0  # their length in seconds
     synth_seed: int = 0  # their seed
+    synth_clips_per_identity: int = 1  # songs per identity (= synth_clips: one singer, as the singer task's tiny)
     synth_textured_background: bool = False  # random smooth backgrounds instead of flat ones
 
     def __post_init__(self):
@@ -88,7 +89,8 @@ class VAETrainConfig(LoopConfig):
     def synth_config(self) -> SynthSingerConfig:
         """The SynthSinger dataset generated when no --data is given (frames at image_size)."""
         return SynthSingerConfig(clips=self.synth_clips, seconds=self.synth_seconds, size=self.image_size,
-                                 seed=self.synth_seed, textured_background=self.synth_textured_background)
+                                 seed=self.synth_seed, textured_background=self.synth_textured_background,
+                                 clips_per_identity=self.synth_clips_per_identity)
 
 
 _TINY = VAETrainConfig(steps=800, batch_size=16, lr=3e-3, warmup_steps=10, checkpoint_every=100, log_every=10,
