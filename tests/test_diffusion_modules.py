@@ -16,14 +16,7 @@ from singer_core.diffusion.motion_module import VanillaTemporalModule
 from singer_core.diffusion.reference import reference_unet_kwargs
 from singer_core.diffusion.unet3d import SpectralModulePlaceholder
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread avoids oversubscribing the shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def sd15_net(seed: int, **overrides) -> tuple[SingerNet, torch.nn.Module]:

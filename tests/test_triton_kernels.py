@@ -161,6 +161,16 @@ def _child_hash_grid(results: dict) -> None:
         results[f"hash/{name}/coord_grad_zero_outside"] = bool((tri_u[2:4] == 0).all())
 
 
+def _tri_plane_run(tri, backend: str, world: torch.Tensor, grad_out: torch.Tensor):
+    """Output, parameter gradients (list) and point gradient of one tri-plane forward + backward on `backend`."""
+    tri.backend = backend
+    tri.zero_grad()
+    x = world.clone().requires_grad_()
+    out = tri(x)
+    out.backward(grad_out)
+    return out.detach(), [p.grad.clone() for p in tri.parameters()], x.grad.clone()
+
+
 def _child_tri_plane(results: dict) -> None:
     """TriPlaneEncoder (three stacked tables, one launch): triton vs torch vs float64 reference per plane."""
     from singer_core.ops.hashgrid import PLANES, TriPlaneConfig, TriPlaneEncoder
@@ -176,14 +186,7 @@ def _child_tri_plane(results: dict) -> None:
         world = (unit * torch.tensor([2.0, 4.0, 4.0], dtype=torch.float64)
                  + torch.tensor([-1.0, -2.0, 0.0], dtype=torch.float64)).float()
         grad_out = torch.randn(203, tri.output_dim, generator=gen)
-        runs = {}
-        for backend in ("triton", "torch"):
-            tri.backend = backend
-            tri.zero_grad()
-            x = world.clone().requires_grad_()
-            out = tri(x)
-            out.backward(grad_out)
-            runs[backend] = (out.detach(), [p.grad.clone() for _, p in tri.named_parameters()], x.grad.clone())
+        runs = {backend: _tri_plane_run(tri, backend, world, grad_out) for backend in ("triton", "torch")}
         levels = case["num_levels"]                                            # one feature per level
         want, want_tables, want_world = [], [], np.zeros((203, 3))
         edge = np.full(203, np.inf)
@@ -458,12 +461,8 @@ def test_compiled_kernels_on_cuda():
     grad_out = torch.randn(4099, tri.output_dim, generator=gen).cuda()
     runs = {}
     for backend in ("triton", "torch"):
-        tri.backend = backend
-        tri.zero_grad()
-        x = world.clone().requires_grad_()
-        out = tri(x)
-        out.backward(grad_out)
-        runs[backend] = [out.detach(), *[p.grad.clone() for p in tri.parameters()], x.grad]
+        out, table_grads, point_grad = _tri_plane_run(tri, backend, world, grad_out)
+        runs[backend] = [out, *table_grads, point_grad]
     # the point gradient jumps at cell edges, where fused multiply-adds may pick the other cell: skip those
     unit = (world.cpu().double() - tri.aabb_min.cpu().double()) / tri.aabb_size.cpu().double()
     edge = torch.full((4099,), float("inf"), dtype=torch.float64)
