@@ -117,10 +117,22 @@ def _hallo_reference(model, waveform, fps=25, clip=0, dtype=torch.float32):
         cnn = F.interpolate(
             cnn.to(torch.promote_types(dtype, torch.float32)), size=frames, mode="linear", align_corners=True
         ).transpose(1, 2)
-        hidden, _ = model.feature_projection(cnn.to(dtype))
-        output = model.encoder(hidden, output_hidden_states=True)
+        # Hallo calls the encoder on the interpolated CNN features; here transformers' own top-level forward
+        # does it, with the feature extractor's output replaced by the interpolated one.
+        hook = model.feature_extractor.register_forward_hook(lambda *_: cnn.to(dtype).transpose(1, 2))
+        try:
+            output = model(values[None], output_hidden_states=True)
+        finally:
+            hook.remove()
     model.float()
-    return torch.stack(output.hidden_states[1:], dim=1)[0].transpose(0, 1)
+    return torch.stack(_layer_states(output), dim=1)[0].transpose(0, 1)
+
+
+def _layer_states(output) -> list[torch.Tensor]:
+    """Layers 1..L as transformers 4.x reported them (Hallo's and ER-NeRF's features): every layer's output,
+    the last one after the encoder's final LayerNorm. transformers 5 reports the last layer before that norm
+    (stable-layer-norm models); its ``last_hidden_state`` is still the normed one."""
+    return [*output.hidden_states[1:-1], output.last_hidden_state]
 
 
 def _after_reference(model, waveform, frames, layers="all"):
@@ -129,7 +141,7 @@ def _after_reference(model, waveform, frames, layers="all"):
     ).input_values[0]
     with torch.no_grad():
         output = model(torch.tensor(np.asarray(values))[None], output_hidden_states=True)
-    states = torch.stack(output.hidden_states[1:], dim=1)[0] if layers == "all" else output.last_hidden_state
+    states = torch.stack(_layer_states(output), dim=1)[0] if layers == "all" else output.last_hidden_state
     states = states.reshape(-1, *states.shape[-2:])  # (R, n, D)
     return F.interpolate(states.transpose(1, 2), size=frames, mode="linear", align_corners=True).permute(
         2, 0, 1

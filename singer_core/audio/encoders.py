@@ -347,10 +347,22 @@ class AudioEncoder:
         projected = self.model.feature_projection(frames[None])
         if isinstance(projected, tuple):  # wav2vec2 also returns the normed CNN features
             projected = projected[0]
-        output = self.model.encoder(projected, output_hidden_states=layers == "all", return_dict=True)
-        if layers == "all":
-            return torch.stack(output.hidden_states[1:], dim=2)[0]
-        return output.last_hidden_state[0][:, None]
+        if layers != "all":
+            return self.model.encoder(projected, return_dict=True).last_hidden_state[0][:, None]
+        # Layer outputs are caught with forward hooks rather than ``output_hidden_states``: transformers 5
+        # no longer fills ``hidden_states`` when the encoder submodule is called on its own, and for the
+        # stable-layer-norm models (wav2vec2 large-lv60, HuBERT large) its last entry became the raw output
+        # of the last layer. Both versions' ``last_hidden_state`` is the last layer after the encoder's
+        # final LayerNorm, which is what transformers 4.x (Hallo's and ER-NeRF's) gave as the last state.
+        caught: list[torch.Tensor] = []
+        hooks = [layer.register_forward_hook(lambda _module, _args, out: caught.append(
+            out[0] if isinstance(out, tuple) else out)) for layer in self.model.encoder.layers[:-1]]
+        try:
+            last = self.model.encoder(projected, return_dict=True).last_hidden_state
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return torch.stack([*caught, last], dim=2)[0]
 
 
 # ---- Wav2Lip mel ----------------------------------------------------------------------------------
