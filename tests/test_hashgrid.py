@@ -134,6 +134,28 @@ def test_gradcheck_table_and_inputs():
     assert torch.autograd.gradcheck(by_inputs, (pts.clone().requires_grad_(),))
 
 
+def test_boundary_points_keep_the_one_sided_derivative():
+    """A coordinate exactly on 0 or 1 gets the derivative of its own cell, measured by a one-sided float64
+    finite difference (into the box), on every torch release (torch 2.14's clamp backward is 0 there)."""
+    cfg = HashGridConfig(input_dim=2, features_per_level=1, num_levels=3, base_resolution=3,
+                         max_resolution=12, log2_table_size=4)
+    enc = HashGridEncoder(cfg).double()
+    with torch.no_grad():
+        enc.embeddings.copy_(torch.randn(enc.embeddings.shape, generator=torch.Generator().manual_seed(5)))
+    pts = torch.tensor([[0.0, 0.4], [1.0, 0.7], [0.3, 0.0], [0.6, 1.0]], dtype=torch.float64)
+    x = pts.clone().requires_grad_()
+    enc(x).sum().backward()
+    step = 1e-7
+    for row, axis in ((0, 0), (1, 0), (2, 1), (3, 1)):
+        inward = 1.0 if pts[row, axis] == 0 else -1.0
+        moved = pts.clone()
+        moved[row, axis] += inward * step
+        with torch.no_grad():
+            slope = (enc(moved)[row].sum() - enc(pts)[row].sum()) / (inward * step)
+        assert abs(float(x.grad[row, axis]) - float(slope)) < 1e-5 * max(1.0, abs(float(slope)))
+        assert float(x.grad[row, axis]) != 0.0
+
+
 def test_custom_backward_equals_autograd_path():
     enc = HashGridEncoder(HashGridConfig(**TINY, features_per_level=2)).double()
     pts = torch.rand(300, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)

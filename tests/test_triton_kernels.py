@@ -265,9 +265,10 @@ def _child_composite(results: dict) -> None:
         march = reference_march(sigma.double(), rgb.double(), delta.double(), t.double(), mask, stop)
         want = dict(zip(names, march, strict=True))
         want["rgb"] = want["rgb"] + (1 - want["opacity"])[:, None] * bg.double()
-        for key in names:
-            results[f"comp/{tag}/{key}_vs_torch"] = _max_err(tri[key], ref[key])
-            results[f"comp/{tag}/{key}_vs_ref"] = _max_err(tri[key], want[key])
+        for key in names:   # depth is a distance (t up to ~3): its error is measured relative to the far end
+            scale = float(t.max()) if key == "depth" else 1.0
+            results[f"comp/{tag}/{key}_vs_torch"] = _max_err(tri[key], ref[key]) / scale
+            results[f"comp/{tag}/{key}_vs_ref"] = _max_err(tri[key], want[key]) / scale
         # float64 transmittance before each sample: terminated samples (T < stop) must weigh exactly 0, the
         # others not (unless their float64 weight is negligible); no T may sit on the threshold
         tau = torch.where(mask, sigma.double() * delta.double(), 0.0)

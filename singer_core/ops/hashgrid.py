@@ -168,7 +168,10 @@ def hash_grid_corners(coords: torch.Tensor, tables: HashGridTables, grid_rows: i
     levels, dense = tables.scale.shape[0], tables.num_dense
     # 1. continuous position per level, lower corner and fraction: (L, D, N, P)
     inside = ((coords >= 0) & (coords <= 1)).all(dim=-1).to(coords.dtype)                # (N, P)
-    unit = coords.clamp(0.0, 1.0).permute(2, 0, 1)                                       # (D, N, P)
+    # clamped value, identity gradient: a point on the boundary (0 or 1) keeps the one-sided derivative of its
+    # cell (as the Triton kernel and torch <= 2.13's clamp give); torch 2.14's clamp backward is 0 there
+    unit = coords + (coords.clamp(0.0, 1.0) - coords).detach() if coords.requires_grad else coords.clamp(0.0, 1.0)
+    unit = unit.permute(2, 0, 1)                                                         # (D, N, P)
     pos = unit[None] * tables.scale[:, None, None, None].to(coords.dtype) + 0.5
     lower = torch.floor(pos.detach())
     frac = pos - lower
