@@ -243,7 +243,7 @@ def _audio_cases() -> list[Case]:
              fix=("re-export or re-download the file",)),
         Case("audio-image-named-wav", image_as_audio, what=("contains no audio stream", "PNG image"),
              fix=("give a file with sound",)),
-        Case("audio-truncated-wav", truncated_wav, what=("'cut.wav' is damaged", "of 2.00 s"),
+        Case("audio-truncated-wav", truncated_wav, what=("'cut.wav' is", "damaged", "2.00 s"),
              fix=("re-download", "duration_seconds <=", "on_damage='silence'")),
         Case("audio-truncated-flac", truncated_flac, what=("'cut.flac'", "3.00 s"), fix=("re-download",)),
         Case("audio-nan-samples-in-file", nan_wav, what=("1 NaN or infinite samples", "0.750 s"),

@@ -244,6 +244,14 @@ class _Output:
         return self.written
 
 
+class _MissingFrames(Exception):
+    """Decoding went on past damage, but the timestamps show that frames are missing."""
+
+    def __init__(self, at: float, resumes: float | None):
+        super().__init__(f"frames are missing: the timestamps jump from {at:.2f} s to {resumes:.2f} s"
+                         if resumes is not None else "the stream loses its timestamps (lost sync)")
+
+
 class _Decoded(NamedTuple):
     out: _Output  # the filled buffer
     position: int  # stream sample index reached
@@ -268,7 +276,7 @@ def _decode_packets(container, stream, window: _Window, seeked: bool, on_damage:
     out = _Output(stream.codec_context.channels, window, name)
     resampler, source = None, None
     position = None if seeked else 0  # stream sample index of the next decoded sample
-    damage, silenced, origin = None, [], None
+    damage, silenced, origin, stamped = None, [], None, False
     # timestamp jitter tolerated before a jump counts as a gap (Matroska stores milliseconds)
     jitter = max(round(0.002 * rate), 2 * math.ceil(float(stream.time_base or 0) * rate))
     step, next_report = max(1, window.capacity // 100), 0
@@ -281,6 +289,15 @@ def _decode_packets(container, stream, window: _Window, seeked: bool, on_damage:
             break
         if packet is None:
             break
+        if packet.size and packet.pts is None and packet.dts is None and stamped:
+            # the demuxer lost sync here: newer FFmpeg (PyAV 18) hands over the resynced bytes as one packet
+            # without a timestamp whose frames decode without an error, the damaged one as noise; nothing
+            # in it can be placed or trusted, so it counts as damage (its span is filled from the next stamp)
+            damage = damage or _MissingFrames((position or 0) / rate, None)
+            if on_damage == "error":
+                break
+            continue
+        stamped = stamped or packet.pts is not None
         try:
             pieces = []
             for frame in stream.decode(packet):
@@ -312,13 +329,19 @@ def _decode_packets(container, stream, window: _Window, seeked: bool, on_damage:
                 position = at
             if at is not None and origin is None:
                 origin = at - position  # timestamps may start off zero (codec delay): only jumps count
-            elif on_damage == "silence" and at is not None and at - origin - position > jitter:
+            elif at is not None and at - origin - position > jitter:  # frames are missing before this one
+                if on_damage == "error":
+                    # newer FFmpeg (PyAV 18) resyncs past damage without an error: the jump is the evidence
+                    damage = _MissingFrames(position / rate, (at - origin) / rate)
+                    break
                 _add_span(silenced, position, at - origin)
                 out.put(position, None, at - origin - position)
                 position = at - origin
             samples = piece.to_ndarray()  # (C, n) float32
             out.put(position, samples, samples.shape[1])
             position += samples.shape[1]
+        if damage is not None and on_damage == "error":
+            break
         if progress is not None and out.written >= next_report:
             progress(out.written, max(out.written, window.capacity))
             next_report = out.written + step
@@ -534,7 +557,8 @@ def write_audio(path: str | Path, waveform: torch.Tensor, sample_rate: int, *, c
         path: output file; its extension picks the container.
         waveform: (C, T) or (T,) float audio, nominally in [-1, 1].
         sample_rate: Hz of the waveform.
-        codec: None for the container's default (wav: pcm_s16le, flac, mp3, ogg: vorbis, opus, m4a: aac) or
+        codec: None for the container's default (wav: pcm_s16le, flac, mp3, ogg: vorbis, or opus where PyAV
+            lacks libvorbis, as PyAV 18's wheels do; opus, m4a: aac) or
             one allowed there: wav: pcm_s16le | pcm_s24le | pcm_s32le | pcm_f32le; ogg: vorbis | opus | flac;
             m4a: aac | alac.
         bit_rate: bits per second for lossy codecs (None: 192 k for mp3/aac, 128 k for opus, the
@@ -551,10 +575,10 @@ def write_audio(path: str | Path, waveform: torch.Tensor, sample_rate: int, *, c
         raise ValueError(f"write_audio: cannot tell the format of '{path.name}' from its extension; use one "
                          f"of {', '.join(_CONTAINERS)}")
     muxer, default_codec, allowed = _CONTAINERS[suffix]
-    codec = default_codec if codec is None else codec
-    if codec not in allowed:
+    if codec is not None and codec not in allowed:
         raise ValueError(f"write_audio: codec {codec!r} cannot be written to a {suffix} file; use one of "
                          f"{', '.join(allowed)} (or change the extension)")
+    codec = _available_codec(codec, default_codec, allowed, path.name)
     if waveform.ndim == 1:
         waveform = waveform[None]
     if waveform.ndim != 2 or waveform.shape[0] == 0 or waveform.shape[1] == 0:
@@ -611,6 +635,31 @@ def write_audio(path: str | Path, waveform: torch.Tensor, sample_rate: int, *, c
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def _available_codec(codec: str | None, default: str, allowed: tuple[str, ...], name: str) -> str:
+    """The codec to write: the one asked for, or the container's default; where this PyAV build lacks the
+    default's encoder (PyAV 18's wheels ship no libvorbis), the next allowed codec it has."""
+    try:
+        import av
+    except ImportError as exc:
+        raise RuntimeError("write_audio needs PyAV: pip install av") from exc
+    have = av.codecs_available
+    if codec is not None:
+        if _ENCODERS[codec][0] not in have:
+            others = [c for c in allowed if _ENCODERS[c][0] in have]
+            raise ValueError(f"write_audio: this PyAV build (av {av.__version__}) has no {codec} encoder "
+                             f"({_ENCODERS[codec][0]}) for '{name}'; use codec="
+                             f"{' or '.join(repr(c) for c in others) or 'None'} or write .flac / .wav")
+        return codec
+    for candidate in (default, *allowed):
+        if _ENCODERS[candidate][0] in have:
+            if candidate != default:
+                logger.info("write_audio: PyAV %s has no %s encoder; '%s' is written as %s", av.__version__,
+                            default, name, candidate)
+            return candidate
+    raise ValueError(f"write_audio: this PyAV build (av {av.__version__}) can encode none of "
+                     f"{', '.join(allowed)} for '{name}'; write .flac or .wav instead")
 
 
 def _stored_rate(supported, rate: int) -> int:
