@@ -173,7 +173,8 @@ def decode_audio(path: str | Path, *, start_seconds: float = 0.0, duration_secon
         written, buffer = decoded.out.put(position, None, wanted - position), decoded.out.data
         _add_span(silenced, position, wanted)
     elif (short and exact) or (cut_ogg and on_damage == "error"):
-        raise ValueError(f"decode_audio: '{name}' is truncated or damaged: {what}; {_FIX}{use_part}")
+        fill = "; or pass on_damage='silence' to fill the missing end with silence" if short and exact else ""
+        raise ValueError(f"decode_audio: '{name}' is truncated or damaged: {what}; {_FIX}{use_part}{fill}")
     elif short or cut_ogg:
         logger.warning("decode_audio: '%s' may be truncated: %s%s", name, what,
                        f" (a {fmt} header may only estimate the length)" if short else "")
