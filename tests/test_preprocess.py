@@ -1,7 +1,8 @@
 """singer_core.data.preprocess on videos made here: procedural faces (render_coeffs) composited at known,
 moving positions on a scrolling textured background, 6 s at 30 fps with a SynthSinger song. References: the
 compositing positions and rendered landmarks (ground-truth face centres), the FFmpeg fps-filter frame map
-(closed form), and the song itself resampled by torchaudio."""
+(closed form), and the song itself resampled (the resampler is checked against torchaudio in
+test_audio_dsp.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from singer_core.audio.io import resample
 from singer_core.audio.synth import SongConfig, synthesize_song
 from singer_core.data.format import read_index
 from singer_core.data.preprocess import PreprocessConfig, main, preprocess_videos
@@ -88,9 +90,7 @@ def test_three_clips_with_centred_crops_and_aligned_audio(tmp_path, scene):
     assert calls[-1][0] == calls[-1][1] == 300  # two passes over 150 frames
     index = read_index(tmp_path / "data")
     assert sorted(index.train + index.test) == list(summary.kept)
-    import torchaudio.functional
-
-    song16 = torchaudio.functional.resample(torch.as_tensor(scene["song"]).mean(0), SONG_RATE, 16000).numpy()
+    song16 = resample(torch.as_tensor(scene["song"]).mean(0), SONG_RATE, 16000).numpy()
     offsets = []
     for clip, clip_id in enumerate(summary.kept):
         folder = tmp_path / "data" / clip_id

@@ -408,11 +408,10 @@ class MelEncoder:
     def filterbank(self) -> torch.Tensor:
         """(n_fft // 2 + 1, 80) = (401, 80) Slaney mel filterbank (torchaudio, librosa-compatible)."""
         if self._filterbank is None:
-            import torchaudio.functional
+            from .dsp import mel_filterbank
 
-            bank = torchaudio.functional.melscale_fbanks(self.n_fft // 2 + 1, self.f_min, self.f_max,
-                                                         self.n_mels, self.sample_rate, norm="slaney",
-                                                         mel_scale="slaney")
+            bank = mel_filterbank(self.n_fft // 2 + 1, self.f_min, self.f_max, self.n_mels, self.sample_rate,
+                                  norm="slaney", mel_scale="slaney")
             self._filterbank = bank.to(device=self.device, dtype=self._compute)
         return self._filterbank
 

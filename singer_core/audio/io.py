@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .decode import DecodedAudio, decode_audio, write_audio
+from .dsp import iir_filter, sinc_resample
 
 __all__ = [
     "AudioReport", "DecodedAudio", "audio_from_comfy", "audio_to_comfy", "check_audio", "comfy_items",
@@ -109,7 +110,8 @@ _RESAMPLING_METHODS = ("sinc_interp_hann", "sinc_interp_kaiser")
 def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int, *, lowpass_filter_width: int = 6,
              rolloff: float = 0.99, method: str = "sinc_interp_hann",
              beta: float | None = None) -> torch.Tensor:
-    """(..., T) at orig_rate -> (..., T') at new_rate with torchaudio's windowed-sinc resampler.
+    """(..., T) at orig_rate -> (..., T') at new_rate with the windowed-sinc resampler (torchaudio's, computed
+    by audio/dsp.py, so no torchaudio is needed).
 
     Args:
         waveform: (..., T) float audio.
@@ -131,11 +133,8 @@ def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int, *, lowpass_f
                          f"{lowpass_filter_width} and {rolloff}")
     if orig_rate == new_rate:
         return waveform
-    import torchaudio.functional
-
-    return torchaudio.functional.resample(waveform, int(orig_rate), int(new_rate),
-                                          lowpass_filter_width=int(lowpass_filter_width),
-                                          rolloff=float(rolloff), resampling_method=method, beta=beta)
+    return sinc_resample(waveform, int(orig_rate), int(new_rate), lowpass_filter_width=int(lowpass_filter_width),
+                         rolloff=float(rolloff), method=method, beta=beta)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -266,8 +265,6 @@ def integrated_loudness(waveform: torch.Tensor, sample_rate: int, who: str = "in
 
 def _gated_loudness(waveform: torch.Tensor, sample_rate: int) -> tuple[float | None, str]:
     """(loudness in LUFS, "") or (None, why not) for a valid (C, T) waveform."""
-    import torchaudio.functional
-
     channels, total = waveform.shape
     step = round(0.1 * sample_rate)
     steps = total // step
@@ -289,7 +286,7 @@ def _gated_loudness(waveform: torch.Tensor, sample_rate: int) -> tuple[float | N
             lead = min(offset, _FILTER_WARMUP)
             filtered = waveform[channel, offset - lead:min(offset + chunk, steps * step)].double()
             for a_coeffs, b_coeffs in coefficients:
-                filtered = torchaudio.functional.lfilter(filtered, a_coeffs, b_coeffs, clamp=False)
+                filtered = iir_filter(filtered, a_coeffs, b_coeffs)
             energy[offset // step:offset // step + (filtered.numel() - lead) // step] += \
                 weight * filtered[lead:].square().reshape(-1, step).sum(1)
     # 2. mean square of each 400 ms block (four steps, 75 % overlap) and its loudness

@@ -79,7 +79,7 @@ def log_mel_plane(
     Returns:
         (n_mels, frames) float32 plane in dB, row 0 = lowest mel band.
     """
-    import torchaudio
+    from ..audio.dsp import mel_power_spectrogram
 
     if not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 384000:
         raise ValueError(f"log_mel_plane: sample_rate must be an integer in 8000..384000 Hz, got {sample_rate!r}")
@@ -94,10 +94,8 @@ def log_mel_plane(
         raise ValueError("log_mel_plane: the audio contains NaN or infinite samples")
     hop = max(1, round(hop_seconds * sample_rate))
     n_fft = 1 << max(8, math.ceil(math.log2(4 * hop)))
-    mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels,
-        f_min=0.0, f_max=sample_rate / 2, power=2.0, center=True, norm="slaney", mel_scale="slaney",
-    )(mono)
+    mel = mel_power_spectrogram(mono, sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels, f_min=0.0,
+                                f_max=sample_rate / 2, norm="slaney", mel_scale="slaney")
     db = 10.0 * torch.log10(mel.clamp_min(1e-10))
     return db.clamp_min(db.max() - top_db)
 
