@@ -1,18 +1,20 @@
 # Two commands for a fresh machine: `make demo` and `make test` (README).
 # Both create .venv if missing and install the pinned stack (constraints.txt) with
 # `pip install -e .[test,train]`; the install is redone only when pyproject.toml or
-# constraints.txt change.
+# constraints.txt change. `make test-latest` runs the same tests in .venv-latest on the newest
+# releases pip resolves with no constraints (what a ComfyUI user installs today); CI runs both.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.singer-installed
+VENV_LATEST ?= .venv-latest
 PYTEST_ARGS ?=
 # OpenMP threads sleep instead of spinning between torch ops: on small shared CPUs spinning made the
 # motion sampler 10-60x slower (benchmarks/motion_speed.py). Users can override it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test test-all demo bench comfyui-deps clean
+.PHONY: setup test test-latest test-all demo bench comfyui-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +24,15 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 test: $(STAMP)
+	@echo "== pinned stack (constraints.txt) =="; $(BIN)/python -m singer_core.env
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The newest releases: no constraints file, every package upgraded to what pip resolves today.
+test-latest:
+	@test -x $(VENV_LATEST)/bin/python || $(PYTHON) -m venv $(VENV_LATEST)
+	$(VENV_LATEST)/bin/python -m pip install --disable-pip-version-check -q --upgrade --upgrade-strategy eager -e ".[test,train]"
+	@echo "== newest releases (no constraints) =="; $(VENV_LATEST)/bin/python -m singer_core.env
+	$(VENV_LATEST)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -42,4 +52,4 @@ comfyui-deps: $(STAMP)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -r "$(COMFYUI_PATH)/requirements.txt" requests
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(VENV_LATEST) out .pytest_cache
