@@ -204,3 +204,30 @@ def test_haar_finds_nothing_in_noise_and_respects_min_size():
     noise = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
     assert detect_faces(noise) == []
     assert FaceDetector(min_size_fraction=0.5).min_size_fraction == 0.5
+
+
+def test_user_face_boxes_from_text_mask_and_landmarks():
+    from singer_core.face.user_box import box_from_landmarks, box_from_mask, parse_box_text
+
+    assert parse_box_text("", 100, 80, "t") is None and parse_box_text("  ", 100, 80, "t") is None
+    assert parse_box_text("10, 20, 30, 40", 100, 80, "t")[:4] == (10.0, 20.0, 30.0, 40.0)
+    assert parse_box_text("[10 20;30 40.5]", 100, 80, "t")[:4] == (10.0, 20.0, 30.0, 40.5)
+    with pytest.raises(ValueError, match="t: the face box '10, 20, 30' has 3 numbers, needs 4; write it as"):
+        parse_box_text("10, 20, 30", 100, 80, "t")
+    with pytest.raises(ValueError, match="cannot read the face box 'a,b,c,d'"):
+        parse_box_text("a,b,c,d", 100, 80, "t")
+    with pytest.raises(ValueError, match="lies outside the 100x80 image"):
+        parse_box_text("100, 0, 5, 5", 100, 80, "t")
+    with pytest.raises(ValueError, match="positive width and height"):
+        parse_box_text("1, 1, 0, 5", 100, 80, "t")
+    mask = np.zeros((80, 100), np.float32)
+    mask[20:61, 10:41] = 1.0  # rows 20..60, columns 10..40
+    assert box_from_mask(mask, "t")[:4] == (10.0, 20.0, 31.0, 41.0)
+    assert box_from_mask(mask[None], "t")[:4] == (10.0, 20.0, 31.0, 41.0)
+    with pytest.raises(ValueError, match="the face mask is empty.*MaskEditor"):
+        box_from_mask(np.zeros((8, 8)), "t")
+    marks = np.random.default_rng(0).uniform(10, 50, (68, 2))
+    marks[5] = (3.0, 60.0)  # a jaw point sets the left and bottom edges; mouth points (48-67) do not count
+    marks[50] = (70.0, 70.0)
+    box = box_from_landmarks(marks)
+    assert box.x == 3.0 and box.y + box.h == 60.0 and box.x + box.w == pytest.approx(marks[:27, 0].max())
