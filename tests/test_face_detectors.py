@@ -315,6 +315,7 @@ def test_without_cascades_haar_names_the_fix():
 
 
 def test_fetch_command_finds_a_file_already_in_place(tmp_path, capsys):
+    (tmp_path / "face_analysis" / "models").mkdir(parents=True)
     scrfd, _ = _scrfd_graph(tmp_path / "face_analysis" / "models" / "scrfd_10g_bnkps.onnx")
     assert detector_files.main(["--models-dir", str(tmp_path)]) == 0
     assert str(scrfd) in capsys.readouterr().out
