@@ -319,3 +319,25 @@ def test_fetch_command_finds_a_file_already_in_place(tmp_path, capsys):
     scrfd, _ = _scrfd_graph(tmp_path / "face_analysis" / "models" / "scrfd_10g_bnkps.onnx")
     assert detector_files.main(["--models-dir", str(tmp_path)]) == 0
     assert str(scrfd) in capsys.readouterr().out
+
+
+def test_keypoints_come_back_in_the_input_pixels_of_a_large_image(tmp_path):
+    """A 900 x 700 image is scaled to 640 for detection; boxes and SCRFD keypoints return in its own pixels."""
+    from singer_core.face.detect import detect_faces_with_keypoints
+
+    (tmp_path / "face_analysis" / "models").mkdir(parents=True)
+    _, weights = _scrfd_graph(tmp_path / "face_analysis" / "models" / "scrfd_10g_bnkps.onnx")
+    image = _textured(700, 900, seed=6)
+    small = cv2.resize(image, (640, round(700 * 640 / 900)), interpolation=cv2.INTER_AREA)
+    scores, boxes, keypoints, _ = _scrfd_reference(small, weights)
+    scale = 640 / 900
+    found = detect_faces_with_keypoints(image, models_dirs=(tmp_path,), min_size_fraction=0.0)
+    assert len(found) == len(scores) > 3
+    order = np.argsort(-scores, kind="stable")
+    got = sorted(found, key=lambda pair: -pair[0].score)
+    for (box, points), index in zip(got, order, strict=True):
+        x0, y0, x1, y1 = boxes[index] / scale
+        np.testing.assert_allclose((box.x, box.y, box.w, box.h), (x0, y0, x1 - x0, y1 - y0), atol=5e-3)
+        np.testing.assert_allclose(points, keypoints[index] / scale, atol=5e-3)
+    yunet, _ = _yunet_graph(tmp_path / "face_detection_yunet_2023mar.onnx")
+    assert all(points is None for _, points in detect_faces_with_keypoints(image, detector=yunet))

@@ -221,25 +221,28 @@ class SingerPipeline:
         return cls(net, vae, face_embedder=embedder, audio_encoder=audio_encoder, config=config, schedule=schedule)
 
     # ---- conditions ------------------------------------------------------------------------------
-    def _face_box(self, image_u8: np.ndarray, face_box, landmarks, options: PipelineOptions) -> Box | None:
-        """The face box: the caller's, else the landmarks' (no detector), else the largest detected face."""
+    def _face_box(self, image_u8: np.ndarray, face_box, landmarks, options: PipelineOptions
+                  ) -> tuple[Box | None, np.ndarray | None]:
+        """The face box: the caller's, else the landmarks' (no detector), else the largest detected face; and that
+        face's 5 detector keypoints when the detector gives them (SCRFD, as Hallo aligns its ArcFace crop)."""
         height, width = image_u8.shape[:2]
         if face_box is not None:
-            return check_box(Box(*(float(v) for v in tuple(face_box)[:4])), width, height, "SingerPipeline")
+            return check_box(Box(*(float(v) for v in tuple(face_box)[:4])), width, height, "SingerPipeline"), None
         if landmarks is not None:
-            return box_from_landmarks(landmarks)
-        from ..face.detect import detect_faces
+            return box_from_landmarks(landmarks), None
+        from ..face.detect import detect_faces_with_keypoints
         from ..face.detector_files import NoFaceDetectorError
 
         try:
-            boxes = detect_faces(image_u8, detector=options.detector, models_dirs=tuple(options.models_dirs))
+            found = detect_faces_with_keypoints(image_u8, detector=options.detector,
+                                                models_dirs=tuple(options.models_dirs))
         except NoFaceDetectorError as error:
             raise NoFaceDetectorError(f"SingerPipeline: {error}") from None
-        if not boxes:
+        if not found:
             logger.warning("SingerPipeline: no face found in the portrait; using the whole image (give face_box "
                            "or a better detector for a face crop)")
-            return None
-        return boxes[0]
+            return None, None
+        return found[0]
 
     def _crop_box(self, image: np.ndarray, box: Box | None, ratio: float) -> Box:
         height, width = image.shape[:2]
@@ -248,7 +251,7 @@ class SingerPipeline:
             return Box((width - side) / 2, (height - side) / 2, side, side)
         return expand_box(box, ratio)
 
-    def _embedding(self, image_u8: np.ndarray, box: Box | None, landmarks) -> torch.Tensor:
+    def _embedding(self, image_u8: np.ndarray, box: Box | None, landmarks, detected_keypoints=None) -> torch.Tensor:
         dim = self.net.config.face_embedding_dim
         if self.face_embedder is None:
             logger.warning("SingerPipeline: no face-recognition model given; using the zero identity embedding "
@@ -256,6 +259,8 @@ class SingerPipeline:
             return zero_embedding(dim)
         if landmarks is not None:
             keypoints = keypoints_from_landmarks68(landmarks)
+        elif detected_keypoints is not None:
+            keypoints = detected_keypoints
         elif box is not None:
             keypoints = keypoints_from_box(box)
         else:
@@ -326,7 +331,7 @@ class SingerPipeline:
         # 1. audio features (first: the cheapest place to fail on a bad song)
         features = self._features(audio, sample_rate, features, options, device)
         # 2. face box, crop, masks, identity
-        box = self._face_box(portrait_u8, face_box, landmarks, options)
+        box, detected_keypoints = self._face_box(portrait_u8, face_box, landmarks, options)
         crop, transform = square_crop(portrait, self._crop_box(portrait, box, options.crop_ratio), self.image_size)
         crop_face = self._box_in_crop(box, transform) if box is not None else None
         crop_landmarks = None if landmarks is None else transform.to_crop(np.asarray(landmarks, dtype=np.float64))
@@ -334,7 +339,7 @@ class SingerPipeline:
                            crop_face or (0.0, 0.0, float(self.image_size), float(self.image_size)),
                            landmarks=crop_landmarks, face_expand_ratio=options.face_expand_ratio,
                            lip_expand_ratio=options.lip_expand_ratio, locator_size=self.locator_size)
-        embedding = self._embedding(portrait_u8, box, landmarks)
+        embedding = self._embedding(portrait_u8, box, landmarks, detected_keypoints)
         # 3. models to device / dtype
         self.net.to(device=device, dtype=dtype)
         self.vae.to(device=device, dtype=dtype)

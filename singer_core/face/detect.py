@@ -201,6 +201,18 @@ class FaceDetector:
         Returns:
             Boxes in the image's pixels, largest first.
         """
+        return [box for box, _ in self.detect_with_keypoints(image)]
+
+    def detect_with_keypoints(self, image: np.ndarray) -> list[tuple[Box, np.ndarray | None]]:
+        """Detect faces with their 5 keypoints where the detector gives them (SCRFD: image-left eye, image-right
+        eye, nose tip, image-left and image-right mouth corners, the ArcFace template's order).
+
+        Args:
+            image: (H, W, 3) uint8 RGB, at least 24 x 24 pixels.
+
+        Returns:
+            (box, keypoints (5, 2) float64 image pixels or None) pairs, largest box first.
+        """
         import cv2
 
         # 1. check and scale the image
@@ -214,21 +226,26 @@ class FaceDetector:
         min_side = self.min_size_fraction * min(image.shape[:2])
 
         # 2. run the detector
+        keypoints = None
         if self.kind == "haar":
             boxes = self._haar(cv2, image, min_side)
         elif self.kind == "scrfd":
             found = self._model.detect(image)
             boxes = [Box(float(x0), float(y0), float(x1 - x0), float(y1 - y0), float(score))
                      for (x0, y0, x1, y1), score in zip(found.boxes, found.scores, strict=True)]
+            keypoints = found.keypoints
         elif self.kind == "yunet":
             boxes = self._yunet(image)
         else:
             boxes = self._ssd(cv2, image)
 
         # 3. back to input pixels, drop small faces, largest first
-        boxes = [Box(b.x / scale, b.y / scale, b.w / scale, b.h / scale, b.score) for b in boxes
-                 if min(b.w, b.h) >= min_side and b.score >= self.score_threshold]
-        return sorted(boxes, key=lambda box: box.area, reverse=True)
+        found = []
+        for index, b in enumerate(boxes):
+            if min(b.w, b.h) >= min_side and b.score >= self.score_threshold:
+                points = None if keypoints is None else keypoints[index].astype(np.float64) / scale
+                found.append((Box(b.x / scale, b.y / scale, b.w / scale, b.h / scale, b.score), points))
+        return sorted(found, key=lambda pair: pair[0].area, reverse=True)
 
     detect = __call__
 
@@ -303,6 +320,14 @@ def detect_faces(image: np.ndarray, *, detector: str | Path = "auto", min_size_f
     image = _as_rgb_uint8(image)  # bad images are reported before a missing detector
     spec = resolve_detector(detector, tuple(models_dirs))
     return _cached_detector(spec, float(min_size_fraction))(image)
+
+
+def detect_faces_with_keypoints(image: np.ndarray, *, detector: str | Path = "auto", min_size_fraction: float = 0.1,
+                                models_dirs: tuple[str | Path, ...] = ()) -> list[tuple[Box, np.ndarray | None]]:
+    """detect_faces with each face's 5 keypoints ((5, 2) image pixels, SCRFD only; None from other detectors)."""
+    image = _as_rgb_uint8(image)
+    spec = resolve_detector(detector, tuple(models_dirs))
+    return _cached_detector(spec, float(min_size_fraction)).detect_with_keypoints(image)
 
 
 @functools.lru_cache(maxsize=4)
