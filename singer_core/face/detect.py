@@ -79,7 +79,8 @@ class FaceDetector:
             0.5, YuNet: 0.6, SCRFD: 0.5 as insightface).
         max_side: images longer than this are scaled down for detection (boxes are returned in the
             input's pixels); None detects at full size (slower, rarely better).
-        nms_threshold: IoU above which overlapping DNN boxes are merged (non-maximum suppression).
+        nms_threshold: IoU above which overlapping YuNet / SSD boxes are merged (non-maximum suppression);
+            SCRFD keeps insightface's 0.4 (with its +1-pixel areas).
         verify: with detector="haar", confirm every box with OpenCV's second frontal-face cascade (alt2) run on the
             box's surroundings; a box it does not find with at least `verify_neighbors` merged detections is
             dropped. The default cascade alone fires on face-like texture (measured on a scrolling blurred-
