@@ -46,6 +46,12 @@ def model_folder(name: str) -> Path:
     return Path(folder_paths.get_folder_paths(name)[0])
 
 
+def model_folder_paths(name: str) -> list[Path]:
+    """Every directory of a model folder (the default one first, then extra_model_paths ones)."""
+    register_model_folders()
+    return [Path(path) for path in folder_paths.get_folder_paths(name)]
+
+
 def model_files(name: str, suffixes: tuple[str, ...]) -> list[str]:
     """Files of a model folder (relative names, as ComfyUI lists them) with one of the suffixes."""
     register_model_folders()

@@ -21,6 +21,7 @@ from .comfy_bridge import (
     comfy_progress,
     model_files,
     model_folder,
+    model_folder_paths,
     model_subfolders,
     resolve_model_path,
 )
@@ -165,9 +166,9 @@ class SingerModelLoader(io.ComfyNode):
                                        "(mm_sd_v15_v2.ckpt) that REPLACES the model's own temporal layers; "
                                        "leave 'none' for SINGER's trained ones.", optional=True),
                 io.Boolean.Input("allow_download", default=False,
-                                 tooltip="Fetch missing official parts (net.pth ~5 GB, sd-vae-ft-mse, glintr100.onnx) "
-                                         "from the hub into the models folders. Off: an error says what to place "
-                                         "where.", optional=True),
+                                 tooltip="Fetch missing official parts (net.pth ~5 GB, sd-vae-ft-mse, glintr100.onnx, "
+                                         "and Hallo's face detector scrfd_10g_bnkps.onnx) from the hub into the "
+                                         "models folders. Off: an error says what to place where.", optional=True),
             ],
             outputs=[SingerModelType.Output("singer_model", tooltip="The SINGER stack, for Sample SINGER Video.")],
         )
@@ -196,6 +197,14 @@ class SingerModelLoader(io.ComfyNode):
                 raise ValueError(f"{who}: '{model}' is not in {root}; refresh the node list")
         loaded = cls._load_folder(path, vae, face_model) if path.is_dir() else \
             cls._load_official(path, vae, face_model, allow_download)
+        if allow_download:
+            from ..singer_core.face.detector_files import fetch_scrfd, find_scrfd
+
+            if find_scrfd(model_folder_paths(SINGER_MODEL_FOLDER)) is None:
+                try:  # Hallo's face detector, next to glintr100.onnx: Face Crop / Sample Video find it ("auto")
+                    fetch_scrfd(root)
+                except RuntimeError as error:
+                    raise RuntimeError(f"{who}: {error}") from error
         if motion_module not in (None, NO_MOTION_MODULE):
             from ..singer_core.diffusion.loading import load_motion_module
 
@@ -341,8 +350,9 @@ class SingerSampleVideo(io.ComfyNode):
                                  tooltip="Keep the parts that are idle (reference UNet, VAE) on the CPU: less GPU "
                                          "memory, somewhat slower."),
                 io.Float.Input("crop_ratio", default=1.8, min=0.0, max=4.0, step=0.05,
-                               tooltip="Crop side = detected face box x this (1.8: face at 50-70% of the crop); "
-                                       "0 = the whole image. No face found: the whole image, with a warning."),
+                               tooltip="Crop side = face box x this (1.8: face at 50-70% of the crop); 0 = the "
+                                       "whole image (the box still places the face masks). No face found: the "
+                                       "whole image, with a warning."),
                 io.Int.Input("clip_frames", default=16, min=1, max=64,
                              tooltip="Frames denoised together (SINGER: 16); clip + motion frames must fit the "
                                      "motion modules' 32-frame table (24 for the tiny models)."),
@@ -355,6 +365,13 @@ class SingerSampleVideo(io.ComfyNode):
                                tooltip="Video frame rate (SINGER: 25); the features must be at the same rate."),
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto", optional=True,
                                tooltip="auto: ComfyUI's torch device."),
+                io.String.Input("face_box", default="", optional=True,
+                                tooltip="Optional face box 'x, y, w, h' in portrait pixels (left, top, width, "
+                                        "height): no face detector needed. Empty: detected (Hallo's SCRFD or YuNet "
+                                        f"from models/{SINGER_MODEL_FOLDER}, or OpenCV 4's Haar cascade)."),
+                io.Mask.Input("face_mask", optional=True,
+                              tooltip="Optional mask over the face (SynthSinger Clip's face_mask, or painted in Load "
+                                      "Image's mask editor); its bounding box is the face box. Wins over face_box."),
             ],
             outputs=[
                 io.Video.Output("video", tooltip="The singing video with the song attached (for Save Video)."),
@@ -365,11 +382,13 @@ class SingerSampleVideo(io.ComfyNode):
     @classmethod
     def execute(cls, singer_model, image, seed, steps, cfg, pose_weight, face_weight, lip_weight, dtype, offload,
                 crop_ratio, clip_frames, motion_frames, use_msm, audio=None, audio_encoder=None, features=None,
-                fps=25.0, device="auto") -> io.NodeOutput:
+                fps=25.0, device="auto", face_box="", face_mask=None) -> io.NodeOutput:
         from ..singer_core.audio.io import audio_from_comfy
+        from .face import user_face_box
 
         who = "SingerSampleVideo"
         portrait = _portrait(image, who)
+        box = user_face_box(face_box, face_mask, portrait.shape[1], portrait.shape[0], who)
         if 0 < crop_ratio < 1:
             raise ValueError(f"{who}: crop_ratio {crop_ratio} would cut into the face; use 0 (whole image) or >= 1")
         limit = singer_model.net.config.motion_max_len
@@ -412,7 +431,9 @@ class SingerSampleVideo(io.ComfyNode):
             result = pipeline(portrait, features=features, progress=comfy_progress(steps * clips), steps=steps,
                               guidance=cfg, seed=seed, clip_frames=clip_frames, motion_frames=motion_frames, fps=fps,
                               pose_weight=pose_weight, face_weight=face_weight, lip_weight=lip_weight, dtype=dtype,
-                              device=device, offload=offload, use_msm=use_msm, crop_ratio=crop_ratio)
+                              device=device, offload=offload, use_msm=use_msm, crop_ratio=crop_ratio,
+                              face_box=box, detector="auto",
+                              models_dirs=tuple(str(path) for path in model_folder_paths(SINGER_MODEL_FOLDER)))
         except ValueError as error:
             raise ValueError(f"{who}: {error}") from error
         frames = result.frames

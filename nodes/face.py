@@ -14,8 +14,17 @@ from ..singer_core.audio.io import audio_to_comfy
 from ..singer_core.data.synthetic import SynthSingerConfig, generate_clip, make_identity
 from ..singer_core.face.crop import HALLO_EXPAND_RATIO, expand_box, paste_back, square_crop
 from ..singer_core.face.detect import detect_faces
+from ..singer_core.face.detector_files import SCRFD_NAME, YUNET_NAME, NoFaceDetectorError
 from ..singer_core.face.motion_types import FaceIdentity, SingerMotion
-from .comfy_bridge import FaceCrop, FaceIdentityType, Motion, comfy_progress
+from ..singer_core.face.user_box import box_from_landmarks, box_from_mask, check_box, parse_box_text
+from .comfy_bridge import (
+    SINGER_MODEL_FOLDER,
+    FaceCrop,
+    FaceIdentityType,
+    Motion,
+    comfy_progress,
+    model_folder_paths,
+)
 from .web_preview import audio_preview_ui, merge_ui, video_preview_ui
 
 logger = logging.getLogger(__name__)
@@ -27,6 +36,34 @@ def _identity_from_seed(seed: int) -> FaceIdentity:
     identity = make_identity(seed)
     return FaceIdentity(id=identity.id_coeffs, tex=identity.tex_coeffs, gamma=identity.gamma,
                         background=tuple(float(c) for c in identity.background_rgb), name=identity.name)
+
+
+DETECTORS = ["auto", "scrfd", "yunet", "haar"]
+FACE_BOX_TOOLTIP = ("Optional face box 'x, y, w, h' in pixels of the image (left, top, width, height). Set it (or "
+                    "connect face_mask) to skip the face detector. Empty: detect.")
+FACE_MASK_TOOLTIP = ("Optional mask over the face (e.g. painted in the mask editor of Load Image); its bounding "
+                     "box is the face box, no detector needed. Wins over face_box.")
+
+
+def user_face_box(face_box: str | None, face_mask, width: int, height: int, who: str):
+    """The face box the user gave (face_mask's bounding box, else the face_box text), or None to detect."""
+    if face_mask is not None:
+        mask = face_mask[0] if getattr(face_mask, "ndim", 0) == 3 else face_mask
+        if tuple(mask.shape) != (height, width):
+            raise ValueError(f"{who}: face_mask is {mask.shape[-1]}x{mask.shape[0]} but the image is {width}x{height}; "
+                             "use the mask of the same image (Load Image's MASK output)")
+        return check_box(box_from_mask(mask, who), width, height, who)
+    return parse_box_text(face_box, width, height, who)
+
+
+def detect_face_box(portrait: np.ndarray, detector: str, who: str):
+    """The largest face in an (H, W, 3) uint8 portrait with detector 'auto' / 'scrfd' / 'yunet' / 'haar', the SCRFD
+    and YuNet files looked up in the models/singer folders; None when no face is found."""
+    try:
+        boxes = detect_faces(portrait, detector=detector, models_dirs=tuple(model_folder_paths(SINGER_MODEL_FOLDER)))
+    except NoFaceDetectorError as error:
+        raise NoFaceDetectorError(f"{who}: {error}") from None
+    return boxes[0] if boxes else None
 
 
 def _images_to_uint8(images: torch.Tensor, who: str) -> np.ndarray:
@@ -65,6 +102,9 @@ class SingerSynthSinger(io.ComfyNode):
                 io.Video.Output("video", tooltip="The ground-truth singing video with its song (25 fps)."),
                 Motion.Output("motion", tooltip="The ground-truth 3DMM expression + head pose per frame."),
                 FaceIdentityType.Output("identity", tooltip="The synthetic face, for Render Motion (SINGER)."),
+                io.Mask.Output("face_mask", tooltip="The reference's face box (from the renderer's landmarks) as a "
+                                                    "mask: connect it to Sample SINGER Video / Face Crop and no "
+                                                    "face detector is needed."),
             ],
         )
 
@@ -85,7 +125,11 @@ class SingerSynthSinger(io.ComfyNode):
                                 name=clip.meta.identity)
         preview = merge_ui(video_preview_ui(frames, config.fps, audio, "singer_synthsinger"),
                            audio_preview_ui(audio, "singer_synthsinger", label="song"))
-        return io.NodeOutput(frames[:1].clone(), audio, video, motion, identity, ui=preview)
+        box = box_from_landmarks(clip.landmarks[0].double().numpy())
+        face_mask = torch.zeros(1, frames.shape[1], frames.shape[2])
+        x0, y0 = max(0, int(np.floor(box.x))), max(0, int(np.floor(box.y)))
+        face_mask[0, y0:int(np.ceil(box.y + box.h)), x0:int(np.ceil(box.x + box.w))] = 1.0
+        return io.NodeOutput(frames[:1].clone(), audio, video, motion, identity, face_mask, ui=preview)
 
 
 class SingerRenderMotion(io.ComfyNode):
@@ -144,13 +188,21 @@ class SingerFaceCrop(io.ComfyNode):
             node_id="SingerFaceCrop",
             display_name="Face Crop (SINGER)",
             category="SINGER/face",
-            description=("Detect the face in a portrait (OpenCV), expand its box (1.2 as Hallo), cut a square and "
-                         "resize it: the input the video models expect. Face Paste puts results back."),
+            description=("Find the face in a portrait (your face box / mask, else a detector: Hallo's SCRFD or "
+                         "YuNet from models/singer, or OpenCV 4's Haar cascade), expand its box (1.2 as Hallo), cut "
+                         "a square and resize it: the input the video models expect. Face Paste puts results back."),
             inputs=[
                 io.Image.Input("image", tooltip="The portrait (the first image of a batch is used)."),
                 io.Float.Input("expand_ratio", default=HALLO_EXPAND_RATIO, min=1.0, max=3.0, step=0.05,
-                               tooltip="How much larger than the detected face box the crop is (Hallo: 1.2)."),
+                               tooltip="How much larger than the face box the crop is (Hallo: 1.2)."),
                 io.Int.Input("size", default=512, min=64, max=1024, step=16, tooltip="Crop size in pixels."),
+                io.Combo.Input("detector", options=DETECTORS, default="auto", optional=True,
+                               tooltip=f"auto: Hallo's {SCRFD_NAME} if it is in models/singer/face_analysis/models/ "
+                                       f"(Load SINGER Video Model's allow_download fetches it), else {YUNET_NAME} "
+                                       "in models/singer/, else the Haar cascade (OpenCV 4 only). Not used when a "
+                                       "face box or mask is given."),
+                io.String.Input("face_box", default="", optional=True, tooltip=FACE_BOX_TOOLTIP),
+                io.Mask.Input("face_mask", optional=True, tooltip=FACE_MASK_TOOLTIP),
             ],
             outputs=[
                 io.Image.Output("face", tooltip="The square face crop."),
@@ -159,14 +211,17 @@ class SingerFaceCrop(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, expand_ratio, size) -> io.NodeOutput:
+    def execute(cls, image, expand_ratio, size, detector="auto", face_box="", face_mask=None) -> io.NodeOutput:
         who = "SingerFaceCrop"
         portrait = _images_to_uint8(image, who)[0]
-        boxes = detect_faces(portrait)
-        if not boxes:
-            raise ValueError(f"{who}: no face found in the {portrait.shape[1]}x{portrait.shape[0]} image; use a "
-                             "frontal portrait where the face covers at least a tenth of the shorter side")
-        crop, transform = square_crop(portrait, expand_box(boxes[0], expand_ratio), size)
+        height, width = portrait.shape[:2]
+        box = user_face_box(face_box, face_mask, width, height, who)
+        if box is None:
+            box = detect_face_box(portrait, detector, who)
+        if box is None:
+            raise ValueError(f"{who}: no face found in the {width}x{height} image; use a frontal portrait where the "
+                             "face covers at least a tenth of the shorter side, or give face_box / face_mask")
+        crop, transform = square_crop(portrait, expand_box(box, expand_ratio), size)
         face = torch.from_numpy(crop).float()[None] / 255.0
         return io.NodeOutput(face, transform)
 

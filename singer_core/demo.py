@@ -196,13 +196,15 @@ def _singer_video(out: Path, song, vocals, rate: int, args) -> tuple[Path, int]:
         build_tiny_stack(model_dir, cache_dir=out / "cache", steps=args.singer_steps, progress=progress)
     # the portrait: a frame of the singer the tiny stack was trained on (identity 0 of its SynthSinger seed)
     seed = resolve_config(SingerTask, "tiny", {}).synth_seed
-    portrait = generate_clip(SynthSingerConfig(clips=1, size=256, seconds=0.2, seed=seed), 0).frames[0]
+    # its landmarks are known from the renderer, so no face detector is needed (OpenCV 5 has no Haar cascade)
+    clip = generate_clip(SynthSingerConfig(clips=1, size=256, seconds=0.2, seed=seed), 0)
+    portrait, landmarks = clip.frames[0], clip.landmarks[0].double().numpy()
     portrait_path = out / "singer_portrait.png"
     from PIL import Image
 
     Image.fromarray(portrait.numpy()).save(portrait_path)
     path = render_preview(model_dir, portrait, song.mix, rate, out / "singer_video.mp4", steps=args.sample_steps,
-                          guidance=1.0, seed=args.seed, vocals=vocals)
+                          guidance=1.0, seed=args.seed, vocals=vocals, landmarks=landmarks)
     return path, math.ceil(song.mix.shape[-1] / rate * 25 - 1e-9)
 
 

@@ -17,6 +17,9 @@ from singer_core.face.crop import (
     square_crop,
 )
 from singer_core.face.detect import Box, FaceDetector, box_iou, detect_faces
+from singer_core.face.detector_files import haar_available
+
+needs_haar = pytest.mark.skipif(not haar_available(), reason="this OpenCV has no Haar cascade (OpenCV 5)")
 
 
 def _gradient_image(height=60, width=90) -> np.ndarray:
@@ -175,13 +178,14 @@ def test_detector_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="deploy.prototxt"):
         FaceDetector(tmp_path / "res10.caffemodel")
     (tmp_path / "bad.xml").write_text("<opencv_storage></opencv_storage>")
-    with pytest.raises(ValueError, match="could not load the Haar cascade"):
+    with pytest.raises(ValueError, match="could not load the Haar cascade" if haar_available() else
+                       "'bad.xml' is a Haar cascade, which OpenCV .* cannot run"):
         FaceDetector(tmp_path / "bad.xml")
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
         detect_faces(np.zeros((32, 32), np.uint8))
 
 
-def test_an_onnx_file_that_is_not_yunet_is_named(tmp_path):
+def test_an_onnx_file_that_is_no_detector_is_named(tmp_path):
     onnx = pytest.importorskip("onnx", reason="onnx is in the test extra")
     from onnx import TensorProto, helper
 
@@ -190,12 +194,40 @@ def test_an_onnx_file_that_is_not_yunet_is_named(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "identity.onnx"))
-    with pytest.raises(ValueError, match="'identity.onnx' does not run as a YuNet face detector"):
-        FaceDetector(tmp_path / "identity.onnx")(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="'identity.onnx' is neither a YuNet nor an SCRFD face detector"):
+        FaceDetector(tmp_path / "identity.onnx")
 
 
+@needs_haar
 def test_haar_finds_nothing_in_noise_and_respects_min_size():
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
     assert detect_faces(noise) == []
     assert FaceDetector(min_size_fraction=0.5).min_size_fraction == 0.5
+
+
+def test_user_face_boxes_from_text_mask_and_landmarks():
+    from singer_core.face.user_box import box_from_landmarks, box_from_mask, parse_box_text
+
+    assert parse_box_text("", 100, 80, "t") is None and parse_box_text("  ", 100, 80, "t") is None
+    assert parse_box_text("10, 20, 30, 40", 100, 80, "t")[:4] == (10.0, 20.0, 30.0, 40.0)
+    assert parse_box_text("[10 20;30 40.5]", 100, 80, "t")[:4] == (10.0, 20.0, 30.0, 40.5)
+    with pytest.raises(ValueError, match="t: the face box '10, 20, 30' has 3 numbers, needs 4; write it as"):
+        parse_box_text("10, 20, 30", 100, 80, "t")
+    with pytest.raises(ValueError, match="cannot read the face box 'a,b,c,d'"):
+        parse_box_text("a,b,c,d", 100, 80, "t")
+    with pytest.raises(ValueError, match="lies outside the 100x80 image"):
+        parse_box_text("100, 0, 5, 5", 100, 80, "t")
+    with pytest.raises(ValueError, match="positive width and height"):
+        parse_box_text("1, 1, 0, 5", 100, 80, "t")
+    mask = np.zeros((80, 100), np.float32)
+    mask[20:61, 10:41] = 1.0  # rows 20..60, columns 10..40
+    assert box_from_mask(mask, "t")[:4] == (10.0, 20.0, 31.0, 41.0)
+    assert box_from_mask(mask[None], "t")[:4] == (10.0, 20.0, 31.0, 41.0)
+    with pytest.raises(ValueError, match="the face mask is empty.*MaskEditor"):
+        box_from_mask(np.zeros((8, 8)), "t")
+    marks = np.random.default_rng(0).uniform(10, 50, (68, 2))
+    marks[5] = (3.0, 60.0)  # a jaw point sets the left and bottom edges; mouth points (48-67) do not count
+    marks[50] = (70.0, 70.0)
+    box = box_from_landmarks(marks)
+    assert box.x == 3.0 and box.y + box.h == 60.0 and box.x + box.w == pytest.approx(marks[:27, 0].max())

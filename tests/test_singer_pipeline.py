@@ -243,3 +243,39 @@ def test_missing_face_model_is_a_clear_error(parts, tmp_path):
     net, vae = parts
     with pytest.raises(FileNotFoundError, match="does not exist.*glintr100"):
         SingerPipeline.from_parts(net, vae, face_model_path=tmp_path / "glintr100.onnx")
+
+
+def test_face_box_from_the_user_or_the_landmarks_needs_no_detector(parts, clip, monkeypatch):
+    """The demo's path (SynthSinger landmarks) and a user's box never run a detector (OpenCV 5 has no Haar
+    cascade); with neither and no detector the error names the file to fetch."""
+    from singer_core.face import detect, detector_files
+    from singer_core.face.detector_files import NoFaceDetectorError
+
+    net, vae = parts
+    pipe = SingerPipeline.from_parts(net, vae, config=PipelineOptions(**{**FAST, "steps": 1}, guidance=1.0,
+                                                                      clip_frames=4, motion_frames=0))
+    features, portrait = _features(4), clip.frames[0].numpy()
+    marks = clip.landmarks[0].numpy().astype(np.float64)
+    real_detect = detect.detect_faces
+
+    def no_detector(*args, **kwargs):
+        raise AssertionError("a face detector ran")
+
+    monkeypatch.setattr(detect, "detect_faces", no_detector)
+    monkeypatch.setattr(detector_files, "haar_available", lambda: False)
+    # 1. landmarks: the crop square is the box of points 0-26 x crop_ratio about its centre
+    result = pipe(portrait, features=features, landmarks=marks, crop_ratio=1.5)
+    (x0, y0), (x1, y1) = marks[:27].min(0), marks[:27].max(0)
+    side = round(1.5 * max(x1 - x0, y1 - y0))
+    assert result.face_box.w == result.face_box.h == side
+    assert result.face_box.x == np.floor((x0 + x1) / 2 - side / 2 + 0.5)
+    assert result.face_box.y == np.floor((y0 + y1) / 2 - side / 2 + 0.5)
+    # 2. the user's box wins over the landmarks
+    result = pipe(portrait, features=features, face_box=(10, 12, 30, 20), landmarks=marks, crop_ratio=1.0)
+    assert tuple(result.face_box[:4]) == (10.0, 7.0, 30.0, 30.0)
+    with pytest.raises(ValueError, match="lies outside the 64x64 image"):
+        pipe(portrait, features=features, face_box=(100, 12, 30, 20))
+    # 3. neither, and no detector anywhere: the error says what to fetch
+    monkeypatch.setattr(detect, "detect_faces", real_detect)
+    with pytest.raises(NoFaceDetectorError, match="SingerPipeline: no face detector available.*scrfd_10g_bnkps"):
+        pipe(portrait, features=features)

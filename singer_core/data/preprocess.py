@@ -11,8 +11,8 @@ box; YuNet's box is as tall but narrower (on the test faces 42 x 56 px against H
 crop uses the longer side both give the same crop size there (YuNet's centre sits 3 px lower).
 
 Per video, memory flat in its length (two streaming passes):
-1. decode at 25 fps (FFmpeg fps-filter rule), scaled down for detection; detect faces (Haar cascade by
-   default) every `detect_every` frames and follow one face (the detection overlapping the previous one);
+1. decode at 25 fps (FFmpeg fps-filter rule), scaled down for detection; detect faces (detector "auto":
+   SCRFD, YuNet or Haar, see singer_core.face.detector_files) every `detect_every` frames and follow one face (the detection overlapping the previous one);
 2. fill missed frames by interpolation and smooth the box track over `smoothing_window` frames;
 3. decode again at full size, crop the square (face / 0.8) and resize to `size`, cut 2-second clips, pull
    the matching 16 kHz mono audio;
@@ -63,7 +63,9 @@ class PreprocessConfig(JsonConfig):
     #                               region (grey, at the output size, scaled down to 256 px when larger)
     #                               is below this
     smoothing_window: int = 7  # frames in the centred moving average of the box track (odd; 1 = off)
-    detector: str = "haar"  # "haar" (OpenCV's cascade) or the path of a YuNet .onnx / res10 SSD file
+    detector: str = "auto"  # "auto" (SCRFD > YuNet in models_dir > Haar where OpenCV has it), "scrfd", "yunet",
+    #                         "haar" or the path of an SCRFD / YuNet .onnx, a cascade .xml or a res10 SSD file
+    models_dir: str | None = None  # folder searched for scrfd_10g_bnkps.onnx / face_detection_yunet_*.onnx
     detect_every: int = 1  # run the detector on every k-th frame and interpolate between (1 = every frame)
     detection_max_side: int = 640  # frames are scaled to at most this side for detection
     silence_dbfs: float = -60.0  # drop a clip whose audio peak is below this (no singing at all)
@@ -85,7 +87,8 @@ class PreprocessConfig(JsonConfig):
             (self.blur_threshold >= 0, "blur_threshold must be >= 0 (0 keeps every clip)"),
             (isinstance(self.smoothing_window, int) and self.smoothing_window >= 1
              and self.smoothing_window % 2 == 1, "smoothing_window must be an odd integer >= 1"),
-            (isinstance(self.detector, str) and bool(self.detector), "detector must be 'haar' or a file path"),
+            (isinstance(self.detector, str) and bool(self.detector),
+             "detector must be 'auto', 'scrfd', 'yunet', 'haar' or a file path"),
             (isinstance(self.detect_every, int) and self.detect_every >= 1, "detect_every must be an integer >= 1"),
             (isinstance(self.detection_max_side, int) and self.detection_max_side >= 64,
              "detection_max_side must be an integer >= 64"),
@@ -160,7 +163,8 @@ def preprocess_videos(videos_dir: str | Path, out_dir: str | Path, *, config: Pr
     config = config or PreprocessConfig()
     videos_dir, out_dir = Path(videos_dir), Path(out_dir)
     videos = _find_videos(videos_dir)
-    detector = FaceDetector(config.detector, min_size_fraction=config.min_face_size, max_side=None)
+    detector = FaceDetector(config.detector, min_size_fraction=config.min_face_size, max_side=None,
+                            models_dirs=() if config.models_dir is None else (config.models_dir,))
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. estimate the work for the progress callback
@@ -229,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         "min_face_size": (float, "smallest face, as a share of the frame's shorter side"),
         "blur_threshold": (float, "least median Laplacian variance of the face (0 keeps all)"),
         "smoothing_window": (int, "frames in the box smoothing window (odd)"),
-        "detector": (str, "'haar' or a YuNet .onnx / res10 SSD .caffemodel file"),
+        "detector": (str, "'auto', 'scrfd', 'yunet', 'haar' or a detector file (.onnx, .xml, .caffemodel)"),
+        "models_dir": (str, "folder with scrfd_10g_bnkps.onnx (python -m singer_core.face.detector_files "
+                            "--models-dir DIR fetches it) or face_detection_yunet_*.onnx"),
         "detect_every": (int, "detect on every k-th frame, interpolate between"),
         "crf": (int, "H.264 quality (0 lossless .. 51)"),
         "test_fraction": (float, "share of source videos in the test split"),

@@ -15,6 +15,7 @@ import torch
 from ..audio.features import SingerAudioFeatures
 from ..face.crop import HALLO_EXPAND_RATIO, CropTransform, expand_box, paste_back, square_crop
 from ..face.detect import Box
+from ..face.user_box import box_from_landmarks, check_box
 from ..io.config import JsonConfig
 from .config import DiffusionConfig
 from .face_embedding import (
@@ -70,8 +71,11 @@ class PipelineOptions(JsonConfig):
     face_expand_ratio: float = HALLO_EXPAND_RATIO
     # Hallo's expansion of the lip rectangle
     lip_expand_ratio: float = LIP_EXPAND_RATIO
-    # face detector when no box is given: "haar" or a detector file (see singer_core.face.detect)
-    detector: str = "haar"
+    # face detector when neither face_box nor landmarks are given: "auto" (SCRFD, else YuNet found in
+    # models_dirs, else OpenCV 4's Haar cascade), "scrfd", "yunet", "haar" or a detector file (singer_core.face.detect)
+    detector: str = "auto"
+    # folders searched for scrfd_10g_bnkps.onnx / face_detection_yunet_*.onnx (ComfyUI: models/singer)
+    models_dirs: tuple[str, ...] = ()
     # isolate the vocals before encoding: "none" or "dsp" (singer_core.audio.separation, no weights)
     separation: str = "none"
     # frames per VAE decoder call
@@ -217,17 +221,28 @@ class SingerPipeline:
         return cls(net, vae, face_embedder=embedder, audio_encoder=audio_encoder, config=config, schedule=schedule)
 
     # ---- conditions ------------------------------------------------------------------------------
-    def _face_box(self, image_u8: np.ndarray, face_box, detector: str) -> Box | None:
+    def _face_box(self, image_u8: np.ndarray, face_box, landmarks, options: PipelineOptions
+                  ) -> tuple[Box | None, np.ndarray | None]:
+        """The face box: the caller's, else the landmarks' (no detector), else the largest detected face; and that
+        face's 5 detector keypoints when the detector gives them (SCRFD, as Hallo aligns its ArcFace crop)."""
+        height, width = image_u8.shape[:2]
         if face_box is not None:
-            return Box(*(float(v) for v in tuple(face_box)[:4]))
-        from ..face.detect import detect_faces
+            return check_box(Box(*(float(v) for v in tuple(face_box)[:4])), width, height, "SingerPipeline"), None
+        if landmarks is not None:
+            return box_from_landmarks(landmarks), None
+        from ..face.detect import detect_faces_with_keypoints
+        from ..face.detector_files import NoFaceDetectorError
 
-        boxes = detect_faces(image_u8, detector=detector)
-        if not boxes:
+        try:
+            found = detect_faces_with_keypoints(image_u8, detector=options.detector,
+                                                models_dirs=tuple(options.models_dirs))
+        except NoFaceDetectorError as error:
+            raise NoFaceDetectorError(f"SingerPipeline: {error}") from None
+        if not found:
             logger.warning("SingerPipeline: no face found in the portrait; using the whole image (give face_box "
                            "or a better detector for a face crop)")
-            return None
-        return boxes[0]
+            return None, None
+        return found[0]
 
     def _crop_box(self, image: np.ndarray, box: Box | None, ratio: float) -> Box:
         height, width = image.shape[:2]
@@ -236,7 +251,7 @@ class SingerPipeline:
             return Box((width - side) / 2, (height - side) / 2, side, side)
         return expand_box(box, ratio)
 
-    def _embedding(self, image_u8: np.ndarray, box: Box | None, landmarks) -> torch.Tensor:
+    def _embedding(self, image_u8: np.ndarray, box: Box | None, landmarks, detected_keypoints=None) -> torch.Tensor:
         dim = self.net.config.face_embedding_dim
         if self.face_embedder is None:
             logger.warning("SingerPipeline: no face-recognition model given; using the zero identity embedding "
@@ -244,6 +259,8 @@ class SingerPipeline:
             return zero_embedding(dim)
         if landmarks is not None:
             keypoints = keypoints_from_landmarks68(landmarks)
+        elif detected_keypoints is not None:
+            keypoints = detected_keypoints
         elif box is not None:
             keypoints = keypoints_from_box(box)
         else:
@@ -300,7 +317,8 @@ class SingerPipeline:
         image: (H, W, 3) float 0..1 or uint8 RGB portrait (numpy or tensor); audio: (C, T) or (T,) float song,
         sample_rate: its Hz (encoded with the pipeline's audio_encoder) OR features: SingerAudioFeatures with
         rows="layers" (then audio is optional and only returned); face_box: (x, y, w, h) in portrait pixels
-        (default: detected); landmarks: optional (68, 2) portrait-pixel landmarks (masks and face alignment);
+        (default: the landmarks' box when landmarks are given, else detected with options.detector);
+        landmarks: optional (68, 2) portrait-pixel landmarks (masks, face alignment, and the box: no detector);
         options: PipelineOptions (default: the pipeline's), overrides: fields replaced in it (steps=, seed=, ...);
         progress: (done, total) after every denoising step, total = steps x clips; may raise to stop (nothing
         is returned or written then). Returns PipelineResult with T = features.frames frames.
@@ -313,7 +331,7 @@ class SingerPipeline:
         # 1. audio features (first: the cheapest place to fail on a bad song)
         features = self._features(audio, sample_rate, features, options, device)
         # 2. face box, crop, masks, identity
-        box = self._face_box(portrait_u8, face_box, options.detector)
+        box, detected_keypoints = self._face_box(portrait_u8, face_box, landmarks, options)
         crop, transform = square_crop(portrait, self._crop_box(portrait, box, options.crop_ratio), self.image_size)
         crop_face = self._box_in_crop(box, transform) if box is not None else None
         crop_landmarks = None if landmarks is None else transform.to_crop(np.asarray(landmarks, dtype=np.float64))
@@ -321,7 +339,7 @@ class SingerPipeline:
                            crop_face or (0.0, 0.0, float(self.image_size), float(self.image_size)),
                            landmarks=crop_landmarks, face_expand_ratio=options.face_expand_ratio,
                            lip_expand_ratio=options.lip_expand_ratio, locator_size=self.locator_size)
-        embedding = self._embedding(portrait_u8, box, landmarks)
+        embedding = self._embedding(portrait_u8, box, landmarks, detected_keypoints)
         # 3. models to device / dtype
         self.net.to(device=device, dtype=dtype)
         self.vae.to(device=device, dtype=dtype)

@@ -271,7 +271,7 @@ def encode_song(model: SingerVideoModel, waveform: torch.Tensor, sample_rate: in
 def render_preview(model_dir: str | os.PathLike, image, song_waveform: torch.Tensor, sample_rate: int,
                    out_path: str | os.PathLike, *, progress: Progress | None = None, steps: int = 20,
                    guidance: float = 3.5, seed: int = 0, crop_ratio: float = 0.0, fps: float = 25.0,
-                   vocals: torch.Tensor | None = None) -> Path:
+                   vocals: torch.Tensor | None = None, landmarks=None, face_box=None) -> Path:
     """Render a singing video with a model folder and write it as an mp4 with the song.
 
     model_dir: a folder `load_model_folder` reads (e.g. from build_tiny_stack); image: (H, W, 3) uint8 or float
@@ -280,7 +280,9 @@ def render_preview(model_dir: str | os.PathLike, image, song_waveform: torch.Ten
     steps x clips, may raise to stop; steps, guidance, seed: DDIM steps, CFG scale, noise seed;
     crop_ratio: 0 = the whole image (what the tiny model is trained on), else face box x ratio; fps: frame rate;
     vocals: (C, T) or (T,) isolated vocals at sample_rate to encode instead of the song (the video still
-    carries the song). Returns out_path. The video has ceil(seconds x fps) frames at the portrait's size.
+    carries the song); landmarks: (68, 2) portrait-pixel landmarks (a SynthSinger frame's: the face box, masks
+    and identity come from them and no face detector is needed); face_box: (x, y, w, h) portrait pixels
+    (else from the landmarks, else detected). Returns out_path. The video has ceil(seconds x fps) frames at the portrait's size.
     """
     from ..io.video import write_video
 
@@ -289,7 +291,7 @@ def render_preview(model_dir: str | os.PathLike, image, song_waveform: torch.Ten
     waveform = waveform[None] if waveform.dim() == 1 else waveform
     features = encode_song(model, waveform if vocals is None else vocals, sample_rate, fps)
     result = model.pipeline()(image, features=features, progress=progress, steps=steps, guidance=guidance, seed=seed,
-                              crop_ratio=crop_ratio, clip_frames=model.clip_frames,
+                              landmarks=landmarks, face_box=face_box, crop_ratio=crop_ratio, clip_frames=model.clip_frames,
                               motion_frames=model.motion_frames, fps=fps, device="cpu", dtype="fp32")
     frames = (result.frames.clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
     audio = waveform if waveform.shape[0] <= 2 else waveform.mean(0, keepdim=True)

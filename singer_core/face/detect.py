@@ -1,6 +1,7 @@
-"""Face detection with OpenCV: the Viola-Jones Haar cascade shipped with opencv-python (default, no download)
-or a user-supplied DNN detector file (YuNet ONNX through cv2.FaceDetectorYN, the res10 300x300 SSD in
-Caffe or TensorFlow form through cv2.dnn)."""
+"""Face detection with OpenCV on OpenCV 4 and 5: Hallo's SCRFD (scrfd_10g_bnkps.onnx through the DNN ONNX importer,
+decoded in `scrfd.py`), YuNet (cv2.FaceDetectorYN), the Viola-Jones Haar cascade where the installed OpenCV still
+ships it (opencv-python 4; OpenCV 5 removed cv2.CascadeClassifier), and the res10 SSD where the Caffe /
+TensorFlow importers exist (OpenCV 4). detector="auto" picks SCRFD, else YuNet, else Haar (`detector_files.py`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .detector_files import (
+    NoFaceDetectorError,
+    haar_available,
+    no_detector_message,
+    resolve_detector,
+)
+from .scrfd import SCRFD_LAYOUTS, ScrfdDetector
+
 logger = logging.getLogger(__name__)
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"  # the cascade "haar" names, in cv2.data.haarcascades
@@ -18,9 +27,10 @@ HAAR_VERIFY_CASCADE = "haarcascade_frontalface_alt2.xml"  # a second, differentl
 _SSD_MEAN = (104.0, 177.0, 123.0)  # BGR mean the res10 SSD was trained with
 _SSD_SIZE = 300  # its input side
 MIN_IMAGE_SIDE = 24  # the Haar cascade's window; no detector here finds a face in a smaller image
-_DETECTOR_HELP = ("detector must be 'haar', a Haar cascade .xml, a YuNet .onnx (e.g. "
-                  "face_detection_yunet_2023mar.onnx), a res10 SSD .caffemodel (with deploy.prototxt beside it) "
-                  "or a res10 SSD .pb (with its .pbtxt beside it)")
+_DETECTOR_HELP = ("detector must be 'auto', 'scrfd', 'yunet', 'haar', an SCRFD .onnx (Hallo's scrfd_10g_bnkps.onnx), "
+                  "a YuNet .onnx (e.g. face_detection_yunet_2023mar.onnx), a Haar cascade .xml, a res10 SSD "
+                  ".caffemodel (with deploy.prototxt beside it) or a res10 SSD .pb (with its .pbtxt beside it)")
+_YUNET_OUTPUTS = {"cls_8", "obj_8", "bbox_8", "kps_8"}  # output names cv2.FaceDetectorYN reads
 
 
 class Box(NamedTuple):
@@ -59,26 +69,31 @@ class FaceDetector:
     """A face detector that loads its cascade or network once and is called per image.
 
     Args:
-        detector: "haar" (OpenCV's frontal-face Haar cascade, shipped with opencv-python), or the path of a
-            Haar cascade .xml, a YuNet .onnx (cv2.FaceDetectorYN), a res10 SSD .caffemodel (its
-            deploy.prototxt, or <name>.prototxt, must sit beside it) or a res10 SSD .pb (with <name>.pbtxt).
+        detector: "auto" (Hallo's SCRFD if scrfd_10g_bnkps.onnx is in a models folder, else a YuNet .onnx there,
+            else the Haar cascade where OpenCV has it; NoFaceDetectorError saying what to fetch otherwise),
+            "scrfd" / "yunet" (that file from the models folders), "haar" (OpenCV 4's frontal-face cascade), or
+            the path of an SCRFD or YuNet .onnx (told apart by their outputs), a Haar cascade .xml, a res10 SSD
+            .caffemodel (its deploy.prototxt, or <name>.prototxt, beside it) or .pb (with <name>.pbtxt).
         min_size_fraction: faces smaller than this share of the image's shorter side are ignored (0..1).
         score_threshold: the least score kept; None for the detector's default (Haar: 5 neighbours, SSD:
-            0.5, YuNet: 0.6).
+            0.5, YuNet: 0.6, SCRFD: 0.5 as insightface).
         max_side: images longer than this are scaled down for detection (boxes are returned in the
             input's pixels); None detects at full size (slower, rarely better).
-        nms_threshold: IoU above which overlapping DNN boxes are merged (non-maximum suppression).
+        nms_threshold: IoU above which overlapping YuNet / SSD boxes are merged (non-maximum suppression);
+            SCRFD keeps insightface's 0.4 (with its +1-pixel areas).
         verify: with detector="haar", confirm every box with OpenCV's second frontal-face cascade (alt2) run on the
             box's surroundings; a box it does not find with at least `verify_neighbors` merged detections is
             dropped. The default cascade alone fires on face-like texture (measured on a scrolling blurred-
             noise background: 5-8 neighbours, tracks lasting 2 s, while alt2 gives those <= 4 and real
             faces of 50+ px 13-47). Costs one small extra cascade run per box.
         verify_neighbors: merged alt2 detections a confirmed box needs.
+        models_dirs: folders searched for the SCRFD / YuNet files by "auto", "scrfd" and "yunet" (ComfyUI:
+            models/singer; CLIs: --models-dir).
     """
 
-    def __init__(self, detector: str | Path = "haar", *, min_size_fraction: float = 0.1,
+    def __init__(self, detector: str | Path = "auto", *, min_size_fraction: float = 0.1,
                  score_threshold: float | None = None, max_side: int | None = 640, nms_threshold: float = 0.3,
-                 verify: bool = True, verify_neighbors: int = 5):
+                 verify: bool = True, verify_neighbors: int = 5, models_dirs: tuple[str | Path, ...] = ()):
         if not 0.0 <= min_size_fraction < 1.0:
             raise ValueError(f"FaceDetector: min_size_fraction must be in [0, 1), got {min_size_fraction!r}")
         if max_side is not None and max_side < 32:
@@ -90,22 +105,36 @@ class FaceDetector:
         self.min_size_fraction, self.max_side, self.nms_threshold = min_size_fraction, max_side, nms_threshold
         self.verify_neighbors = int(verify_neighbors)
         self._verifier = None
-        spec = str(detector)
+        try:
+            spec = resolve_detector(detector, models_dirs)
+        except NoFaceDetectorError as error:
+            raise NoFaceDetectorError(f"FaceDetector: {error}") from None
         if spec == "haar":
+            if not haar_available():
+                raise NoFaceDetectorError(f"FaceDetector: detector 'haar' needs cv2.CascadeClassifier, which "
+                                          f"OpenCV {cv2.__version__} lacks; " + no_detector_message(models_dirs))
             self.kind, self.path = "haar", Path(cv2.data.haarcascades) / HAAR_CASCADE
         else:
             self.path = Path(spec).expanduser()
             suffix = self.path.suffix.lower()
-            kinds = {".xml": "haar", ".onnx": "yunet", ".caffemodel": "ssd", ".pb": "ssd"}
+            kinds = {".xml": "haar", ".onnx": "onnx", ".caffemodel": "ssd", ".pb": "ssd"}
             if suffix not in kinds:
                 raise ValueError(f"FaceDetector: cannot tell what detector '{spec}' is; {_DETECTOR_HELP}")
             if not self.path.is_file():
-                raise ValueError(f"FaceDetector: the detector file '{self.path}' does not exist; download it "
-                                 "(e.g. from the OpenCV model zoo) and give its path, or use detector='haar'")
+                raise ValueError(f"FaceDetector: the detector file '{self.path}' does not exist; "
+                                 + no_detector_message(models_dirs))
             self.kind = kinds[suffix]
-        defaults = {"haar": 5.0, "ssd": 0.5, "yunet": 0.6}
+            if self.kind == "haar" and not hasattr(cv2, "CascadeClassifier"):
+                raise NoFaceDetectorError(f"FaceDetector: '{self.path.name}' is a Haar cascade, which OpenCV "
+                                          f"{cv2.__version__} cannot run (no cv2.CascadeClassifier); "
+                                          + no_detector_message(models_dirs))
+            if self.kind == "onnx":
+                self.kind = self._onnx_kind(cv2)
+        defaults = {"haar": 5.0, "ssd": 0.5, "yunet": 0.6, "scrfd": 0.5}
         self.score_threshold = defaults[self.kind] if score_threshold is None else float(score_threshold)
-        if self.kind == "haar":
+        if self.kind == "scrfd":
+            self._model = ScrfdDetector(self.path, score_threshold=self.score_threshold)
+        elif self.kind == "haar":
             try:
                 self._model = cv2.CascadeClassifier(str(self.path))
             except (cv2.error, SystemError):  # OpenCV raises SystemError on a malformed cascade file
@@ -126,19 +155,38 @@ class FaceDetector:
         else:
             self._model = self._load_ssd(cv2)
 
+    def _onnx_kind(self, cv2) -> str:
+        """'yunet' or 'scrfd', from the network's outputs (YuNet's cls_8 ... kps_32; SCRFD's 6/9/10/15 maps)."""
+        try:
+            outputs = list(cv2.dnn.readNetFromONNX(str(self.path)).getUnconnectedOutLayersNames())
+        except cv2.error as exc:
+            raise ValueError(f"FaceDetector: OpenCV could not read '{self.path.name}' as an ONNX network "
+                             f"({str(exc).strip().splitlines()[-1]}); {_DETECTOR_HELP}") from exc
+        if _YUNET_OUTPUTS <= set(outputs):
+            return "yunet"
+        if len(outputs) in SCRFD_LAYOUTS:
+            return "scrfd"
+        raise ValueError(f"FaceDetector: '{self.path.name}' is neither a YuNet nor an SCRFD face detector (its "
+                         f"{len(outputs)} output(s) {outputs[:4]} match neither); give face_detection_yunet_*.onnx "
+                         "from the OpenCV model zoo or Hallo's scrfd_10g_bnkps.onnx")
+
     def _load_ssd(self, cv2):
         if self.path.suffix.lower() == ".caffemodel":
             candidates = [self.path.with_suffix(".prototxt"), self.path.parent / "deploy.prototxt"]
-            reader = cv2.dnn.readNetFromCaffe
+            reader = getattr(cv2.dnn, "readNetFromCaffe", None)
         else:
             candidates = [self.path.with_suffix(".pbtxt"), self.path.parent / "opencv_face_detector.pbtxt"]
-            reader = cv2.dnn.readNetFromTensorflow
+            reader = getattr(cv2.dnn, "readNetFromTensorflow", None)
         config = next((path for path in candidates if path.is_file()), None)
         if config is None:
             raise ValueError(f"FaceDetector: the SSD '{self.path.name}' needs its network description beside it: "
                              f"one of {', '.join(repr(str(p)) for p in candidates)}")
+        if reader is None:
+            raise NoFaceDetectorError(f"FaceDetector: OpenCV {cv2.__version__} cannot read the SSD "
+                                      f"'{self.path.name}' (OpenCV 5 removed the Caffe and TensorFlow importers); "
+                                      + no_detector_message())
         try:
-            if reader is cv2.dnn.readNetFromCaffe:
+            if self.path.suffix.lower() == ".caffemodel":
                 return reader(str(config), str(self.path))
             return reader(str(self.path), str(config))
         except cv2.error as exc:
@@ -154,6 +202,18 @@ class FaceDetector:
         Returns:
             Boxes in the image's pixels, largest first.
         """
+        return [box for box, _ in self.detect_with_keypoints(image)]
+
+    def detect_with_keypoints(self, image: np.ndarray) -> list[tuple[Box, np.ndarray | None]]:
+        """Detect faces with their 5 keypoints where the detector gives them (SCRFD: image-left eye, image-right
+        eye, nose tip, image-left and image-right mouth corners, the ArcFace template's order).
+
+        Args:
+            image: (H, W, 3) uint8 RGB, at least 24 x 24 pixels.
+
+        Returns:
+            (box, keypoints (5, 2) float64 image pixels or None) pairs, largest box first.
+        """
         import cv2
 
         # 1. check and scale the image
@@ -167,17 +227,26 @@ class FaceDetector:
         min_side = self.min_size_fraction * min(image.shape[:2])
 
         # 2. run the detector
+        keypoints = None
         if self.kind == "haar":
             boxes = self._haar(cv2, image, min_side)
+        elif self.kind == "scrfd":
+            found = self._model.detect(image)
+            boxes = [Box(float(x0), float(y0), float(x1 - x0), float(y1 - y0), float(score))
+                     for (x0, y0, x1, y1), score in zip(found.boxes, found.scores, strict=True)]
+            keypoints = found.keypoints
         elif self.kind == "yunet":
             boxes = self._yunet(image)
         else:
             boxes = self._ssd(cv2, image)
 
         # 3. back to input pixels, drop small faces, largest first
-        boxes = [Box(b.x / scale, b.y / scale, b.w / scale, b.h / scale, b.score) for b in boxes
-                 if min(b.w, b.h) >= min_side and b.score >= self.score_threshold]
-        return sorted(boxes, key=lambda box: box.area, reverse=True)
+        found = []
+        for index, b in enumerate(boxes):
+            if min(b.w, b.h) >= min_side and b.score >= self.score_threshold:
+                points = None if keypoints is None else keypoints[index].astype(np.float64) / scale
+                found.append((Box(b.x / scale, b.y / scale, b.w / scale, b.h / scale, b.score), points))
+        return sorted(found, key=lambda pair: pair[0].area, reverse=True)
 
     detect = __call__
 
@@ -236,19 +305,30 @@ class FaceDetector:
         return [Box(*map(float, boxes[i]), scores[i]) for i in keep]
 
 
-def detect_faces(image: np.ndarray, *, detector: str | Path = "haar", min_size_fraction: float = 0.1
-                 ) -> list[Box]:
+def detect_faces(image: np.ndarray, *, detector: str | Path = "auto", min_size_fraction: float = 0.1,
+                 models_dirs: tuple[str | Path, ...] = ()) -> list[Box]:
     """Detect faces in one image with a cached FaceDetector (see FaceDetector for the options).
 
     Args:
         image: (H, W, 3) uint8 RGB.
-        detector: "haar" or the path of a detector file.
+        detector: "auto", "scrfd", "yunet", "haar" or the path of a detector file.
         min_size_fraction: the smallest face side as a share of the image's shorter side.
+        models_dirs: folders searched for the SCRFD / YuNet files.
 
     Returns:
         Boxes (x, y, w, h, score) in image pixels, largest first.
     """
-    return _cached_detector(str(detector), float(min_size_fraction))(image)
+    image = _as_rgb_uint8(image)  # bad images are reported before a missing detector
+    spec = resolve_detector(detector, tuple(models_dirs))
+    return _cached_detector(spec, float(min_size_fraction))(image)
+
+
+def detect_faces_with_keypoints(image: np.ndarray, *, detector: str | Path = "auto", min_size_fraction: float = 0.1,
+                                models_dirs: tuple[str | Path, ...] = ()) -> list[tuple[Box, np.ndarray | None]]:
+    """detect_faces with each face's 5 keypoints ((5, 2) image pixels, SCRFD only; None from other detectors)."""
+    image = _as_rgb_uint8(image)
+    spec = resolve_detector(detector, tuple(models_dirs))
+    return _cached_detector(spec, float(min_size_fraction)).detect_with_keypoints(image)
 
 
 @functools.lru_cache(maxsize=4)
