@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import wave
 from pathlib import Path
 
@@ -79,15 +80,24 @@ def audio_to_comfy(waveform: torch.Tensor, sample_rate: int) -> dict:
 
 def write_wav(path: str | Path, waveform: torch.Tensor, sample_rate: int) -> Path:
     """Write (T,) or (C, T) float audio in [-1, 1] as 16-bit PCM WAV (standard library only)."""
+    from ..io.fs import fs_error, remove_quietly
+
     path = Path(path)
     if waveform.ndim == 1:
         waveform = waveform[None]
     pcm = (waveform.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16).T.contiguous()
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(waveform.shape[0])
-        handle.setsampwidth(2)
-        handle.setframerate(int(sample_rate))
-        handle.writeframes(pcm.numpy().tobytes())
+    temporary = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:  # written under a temporary name and renamed: no partial file on a full disk or an interrupt
+        with wave.open(str(temporary), "wb") as handle:
+            handle.setnchannels(waveform.shape[0])
+            handle.setsampwidth(2)
+            handle.setframerate(int(sample_rate))
+            handle.writeframes(pcm.numpy().tobytes())
+        os.replace(temporary, path)
+    except OSError as error:
+        raise fs_error(error, path, who="write_wav") from error
+    finally:
+        remove_quietly(temporary)
     return path
 
 
