@@ -33,7 +33,7 @@ from .frames import (
     mel_window_starts,
     plan_chunks,
 )
-from .io import resample, to_mono
+from .io import check_channels_first, resample, to_mono
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ def _prepare(who: str, waveform, sample_rate, fps, pad_frames_to_multiple, allow
                          f"got {pad_frames_to_multiple!r}")
     if waveform.shape[-1] == 0 or waveform.shape[0] == 0:
         raise ValueError(f"{who}: the audio is empty (shape {tuple(waveform.shape)}); give audio with sound")
+    check_channels_first(waveform, who)
     if sample_rate < rate:
         logger.warning("%s: the audio is sampled at %d Hz, below the encoder's %d Hz: it holds nothing above "
                        "%d Hz, so the features see a muffled voice; use the original recording if there is one",
