@@ -81,7 +81,7 @@ def atomic_folder(folder: str | os.PathLike, *, who: str = "save") -> Iterator[P
     except OSError as error:
         remove_quietly(tmp)
         if error.errno in READ_ONLY + DISK_FULL:
-            raise fs_error(error, error.filename or folder, who=who) from error
+            raise fs_error(error, folder, who=who) from error
         raise
     except BaseException:
         remove_quietly(tmp)
