@@ -246,8 +246,8 @@ def sample(model: Callable[..., torch.Tensor], audio: torch.Tensor, *, steps: in
     chunks = []
     for first in range(0, batch * len(starts), window_batch):
         flat = torch.arange(first, min(first + window_batch, batch * len(starts)), device=device)
-        item, number = flat // len(starts), flat % len(starts)
-        chunks.append((item[:, None], frame_of[number], number))  # (k, 1), (k, W), (k,)
+        item, which = flat // len(starts), flat % len(starts)
+        chunks.append((item[:, None], frame_of[which], which))  # (k, 1), (k, W), (k,)
     # 2. x_T ~ N(0, I)
     x = torch.randn(batch, frames, motion_dim, generator=generator).to(device=device, dtype=dtype)
     x0_hat = x
@@ -255,9 +255,9 @@ def sample(model: Callable[..., torch.Tensor], audio: torch.Tensor, *, steps: in
         t_prev = timesteps[number + 1] if number + 1 < len(timesteps) else -1
         # 3. x0 estimate of every window, blended into one sequence
         x0_hat = torch.zeros_like(x)
-        for item, frame, number in chunks:
+        for item, frame, which in chunks:
             t_batch = torch.full((frame.shape[0],), t, dtype=torch.long, device=device)
-            predicted = model(x[item, frame], t_batch, audio[item, frame]) * weights[number][:, :, None]
+            predicted = model(x[item, frame], t_batch, audio[item, frame]) * weights[which][:, :, None]
             x0_hat.view(batch * frames, motion_dim).index_add_(0, (item * frames + frame).reshape(-1),
                                                                 predicted.reshape(-1, motion_dim))
         x0_hat = x0_hat / total[None, :, None]
