@@ -163,6 +163,9 @@ def window_starts(frames: int, window: int, overlap: int) -> list[int]:
     return starts + [frames - window]
 
 
+STEP_FRAMES = 4096  # frames per DDIM-step span in sample() (bounds its float64 temporaries)
+
+
 def _window_weights(frames: int, window: int, starts: list[int], overlap: int) -> torch.Tensor:
     """(len(starts), W) blending weights: linear ramps 1/(o+1) .. o/(o+1) over the frames shared with a
     neighbour, 1 elsewhere and at the outer ends of the sequence (normalised later by their sum per frame)."""
@@ -260,12 +263,19 @@ def sample(model: Callable[..., torch.Tensor], audio: torch.Tensor, *, steps: in
             predicted = model(x[item, frame], t_batch, audio[item, frame]) * weights[which][:, :, None]
             x0_hat.view(batch * frames, motion_dim).index_add_(0, (item * frames + frame).reshape(-1),
                                                                 predicted.reshape(-1, motion_dim))
-        x0_hat = x0_hat / total[None, :, None]
-        # 4. DDIM step, eq. (5)
+        x0_hat.div_(total[None, :, None])
+        # 4. DDIM step, eq. (5), applied STEP_FRAMES frames at a time (it is elementwise: same values, but its
+        #    float64 temporaries stay the size of a span, not of the song)
         noise = None
         if eta > 0 and t_prev >= 0:
             noise = torch.randn(x.shape, generator=generator).to(device=device, dtype=dtype)
-        x = ddim_step(x, x0_hat, schedule.alpha_bar(t), schedule.alpha_bar(t_prev), eta=eta, noise=noise)
+        stepped = torch.empty_like(x)
+        for lo in range(0, frames, STEP_FRAMES):
+            span = slice(lo, lo + STEP_FRAMES)
+            stepped[:, span] = ddim_step(x[:, span], x0_hat[:, span], schedule.alpha_bar(t),
+                                         schedule.alpha_bar(t_prev), eta=eta,
+                                         noise=None if noise is None else noise[:, span])
+        x = stepped
         if progress is not None:
             progress(number + 1, len(timesteps))
     return x
