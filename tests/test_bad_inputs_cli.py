@@ -46,6 +46,8 @@ def _one_error(err: str, *fragments: str) -> str:
     assert "Traceback" not in err, err
     lines = [line for line in err.strip().splitlines() if "error:" in line]
     assert len(lines) == 1, err
+    if os.environ.get("SINGER_BAD_INPUT_MESSAGES"):  # the issue note's table: run with -s to print them
+        print(f"\n{lines[0]}")
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
