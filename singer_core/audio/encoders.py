@@ -84,8 +84,10 @@ def _is_count(value, minimum: int) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
-def _prepare(who: str, waveform, sample_rate, fps, pad_frames_to_multiple, allow_silence, rate) -> _Song:
-    """Validate, mono-mix, resample (whole-song copies only when needed) and scan the waveform."""
+def _prepare(who: str, waveform, sample_rate, fps, pad_frames_to_multiple, allow_silence, rate, *,
+             variance: bool = True) -> _Song:
+    """Validate, mono-mix and resample (span by span, never a whole-song copy) and scan the waveform; without
+    `variance` (encoders that do not normalise, e.g. the mel) the second scan is skipped and scale is 1."""
     if not isinstance(waveform, torch.Tensor) or waveform.ndim not in (1, 2):
         shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
         raise ValueError(f"{who}: waveform must be a (channels, samples) or (samples,) tensor, got {shape}")
@@ -132,6 +134,8 @@ def _prepare(who: str, waveform, sample_rate, fps, pad_frames_to_multiple, allow
                          "nothing to encode; check the input file or the vocal separation, or pass "
                          "allow_silence=True to encode silence on purpose")
     mean = accumulated / count
+    if not variance:
+        return _Song(samples, frames, total, mean, 1.0, fps)
     squares = sum(float(((samples[s:s + _SCAN_BLOCK].double() - mean) ** 2).sum())
                   for s in range(0, count, _SCAN_BLOCK))
     return _Song(samples, frames, total, mean, 1.0 / math.sqrt(squares / count + 1e-7), fps)
@@ -468,7 +472,7 @@ class MelEncoder:
         if steps_per_frame != 1:
             raise ValueError(f"{who}: steps_per_frame must be 1 (a mel window already has 16 steps)")
         song = _prepare(who, waveform, sample_rate, fps, pad_frames_to_multiple, allow_silence,
-                        self.sample_rate)
+                        self.sample_rate, variance=False)  # the mel does not normalise the song
         num_mel = self.num_mel_frames(song.num_samples)
         starts = mel_window_starts(num_mel, song.frames, song.fps, self.mel_rate, self.window_frames)
         plan = plan_chunks(song.num_samples, self.sample_rate, song.fps, chunk_seconds, 0.0,
