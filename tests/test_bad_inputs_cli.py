@@ -219,6 +219,25 @@ def test_train_out_is_a_file(tmp_path):
     assert out.read_text() == "not a folder"
 
 
+def test_train_data_that_is_not_a_dataset(tmp_path):
+    (tmp_path / "songs").mkdir()
+    out = tmp_path / "run"
+    code, _, err = _run_cli(_train_main(), ["motion", "--data", str(tmp_path / "songs"), "--out", str(out),
+                                            "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    assert code == 1
+    _one_error(err, "is not a SINGER dataset: no index.json", "python -m singer_core.data synth --out DIR")
+    assert not (out / "checkpoints").exists() and not (out / ".singer.lock").exists()
+
+
+def test_eval_checkpoint_that_is_not_a_folder(tmp_path):
+    from singer_core.eval.__main__ import main
+
+    code, _, err = _run_cli(main, ["motion", "--checkpoint", str(tmp_path / "nothing"), "--data", str(tmp_path),
+                                   "--quiet"])
+    assert code == 1
+    _one_error(err, "is not a folder", "give the folder written by save_pretrained or by the trainer")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # output-folder locks
 
