@@ -44,6 +44,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads (default 1: the demo's tiny models run 2-3x faster on one thread "
                              "than on two on a 2-core machine; 0 = torch's default)")
     args = parser.parse_args(argv)
+    # every argument is checked before anything is written (a bad --levels must not fail after three files)
+    if not (math.isfinite(args.seconds) and 1.0 <= args.seconds <= 600.0):
+        parser.error(f"--seconds must be between 1 and 600 (the demo song's length), got {args.seconds:g}; "
+                     "e.g. --seconds 6")
+    if not 1 <= args.levels <= 8:
+        parser.error(f"--levels must be between 1 and 8 (wavelet levels of the sub-band view), got {args.levels}; "
+                     "e.g. --levels 3")
+    for name in ("nerf_steps", "singer_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.sample_steps < 1 or args.threads < 0:
+        parser.error(f"--sample-steps must be >= 1 and --threads >= 0, got {args.sample_steps} and {args.threads}")
     if not logger.handlers:  # configure our own logger only; never the root (basicConfig)
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -52,13 +64,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from .io.cli import report_errors
+    from .io.lock import folder_lock
+
     threads = torch.get_num_threads()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    code = [0]
     try:
-        return _run(args)
+        with report_errors(code), folder_lock(args.out, "demo"):  # one demo per output folder
+            return _run(args)
     finally:
         torch.set_num_threads(threads)
+    return code[0]
 
 
 def _run(args) -> int:
@@ -92,8 +110,7 @@ def _run(args) -> int:
 
     # 4. the sub-band view of the song
     image = audio_subband_image(song.mix, rate, SubbandViewConfig(levels=args.levels))
-    png_path = out / "subbands.png"
-    Image.fromarray(image).save(png_path)
+    png_path = _save_png(Image.fromarray(image), out / "subbands.png")
 
     # 5. a SynthSinger clip: the synthetic singer performing a song (video with sound + ground truth)
     from .data.synthetic import SynthSingerConfig, generate_clip, write_synth_clip
@@ -199,13 +216,23 @@ def _singer_video(out: Path, song, vocals, rate: int, args) -> tuple[Path, int]:
     # its landmarks are known from the renderer, so no face detector is needed (OpenCV 5 has no Haar cascade)
     clip = generate_clip(SynthSingerConfig(clips=1, size=256, seconds=0.2, seed=seed), 0)
     portrait, landmarks = clip.frames[0], clip.landmarks[0].double().numpy()
-    portrait_path = out / "singer_portrait.png"
     from PIL import Image
 
-    Image.fromarray(portrait.numpy()).save(portrait_path)
+    _save_png(Image.fromarray(portrait.numpy()), out / "singer_portrait.png")
     path = render_preview(model_dir, portrait, song.mix, rate, out / "singer_video.mp4", steps=args.sample_steps,
                           guidance=1.0, seed=args.seed, vocals=vocals, landmarks=landmarks)
     return path, math.ceil(song.mix.shape[-1] / rate * 25 - 1e-9)
+
+
+def _save_png(image, path: Path) -> Path:
+    """Save a PIL image as PNG through a temporary sibling and a rename (no partial file on a full disk)."""
+    import io
+
+    from .io.checkpoint import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue(), who="demo")
 
 
 def _sdr_db(reference, estimate) -> float:

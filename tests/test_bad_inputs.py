@@ -329,11 +329,11 @@ def _image_cases() -> list[Case]:
         return square_crop(face.astype(np.float64) / 255.0, (30, 30, 60, 60), 64)
 
     return [
-        Case("image-grayscale", grayscale, what=("got grayscale of shape (128, 128)",),
+        Case("image-grayscale", grayscale, what=("one channel (shape (128, 128)): grayscale, or the indices of a palette",),
              fix=("np.repeat(image.reshape(H, W, 1), 3, axis=2)",), needs_face=True),
         Case("image-grayscale-converted-as-told", grayscale_converted, error=None, check=same_face, needs_face=True,
              needs_detector=True),
-        Case("image-rgba", rgba, what=("got RGBA of shape (128, 128, 4)",), fix=("image[..., :3]",),
+        Case("image-rgba", rgba, what=("four channels (shape (128, 128, 4)): RGBA, or CMYK",), fix=("image[..., :3]",),
              needs_face=True),
         Case("image-16x16", tiny, what=("only 16x16 pixels", "too small"), fix=("give a larger portrait",),
              needs_face=True),

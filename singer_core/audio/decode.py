@@ -17,6 +17,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..io.fs import FILE_SYSTEM_ERRNOS, fs_error, remove_quietly
+
 logger = logging.getLogger(__name__)
 
 # Demuxers whose seeks land on a frame with a sample-exact timestamp (an index or granule positions).
@@ -629,12 +631,14 @@ def write_audio(path: str | Path, waveform: torch.Tensor, sample_rate: int, *, c
             for packet in stream.encode(None):
                 container.mux(packet)
         os.replace(temporary, path)
+    except OSError as exc:  # PyAV's errno errors are OSErrors too: a read-only folder, a full disk
+        if exc.errno in FILE_SYSTEM_ERRNOS or not isinstance(exc, av.error.FFmpegError):
+            raise fs_error(exc, path, who="write_audio") from exc
+        raise _codec_error(exc, codec, channels, rate, path) from exc
     except av.error.FFmpegError as exc:
-        raise ValueError(f"write_audio: FFmpeg could not write {codec} ({channels} channels, {rate} Hz) to "
-                         f"'{path.name}': {_reason(exc)}; try another codec or format (.flac and .wav take "
-                         "any rate and up to 8 channels)") from exc
+        raise _codec_error(exc, codec, channels, rate, path) from exc
     finally:
-        temporary.unlink(missing_ok=True)
+        remove_quietly(temporary)  # never masks the error being raised (e.g. EROFS from its own cleanup)
     return path
 
 
@@ -661,6 +665,12 @@ def _available_codec(codec: str | None, default: str, allowed: tuple[str, ...], 
             return candidate
     raise ValueError(f"write_audio: this PyAV build (av {av.__version__}) can encode none of "
                      f"{', '.join(allowed)} for '{name}'; write .flac or .wav instead")
+
+
+def _codec_error(exc, codec: str, channels: int, rate: int, path: Path) -> ValueError:
+    return ValueError(f"write_audio: FFmpeg could not write {codec} ({channels} channels, {rate} Hz) to "
+                      f"'{path.name}': {_reason(exc)}; try another codec or format (.flac and .wav take "
+                      "any rate and up to 8 channels)")
 
 
 def _stored_rate(supported, rate: int) -> int:

@@ -33,7 +33,7 @@ from .frames import (
     mel_window_starts,
     plan_chunks,
 )
-from .io import resample, to_mono
+from .io import check_channels_first, resample
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +84,10 @@ def _is_count(value, minimum: int) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
-def _prepare(who: str, waveform, sample_rate, fps, pad_frames_to_multiple, allow_silence, rate) -> _Song:
-    """Validate, mono-mix, resample (whole-song copies only when needed) and scan the waveform."""
+def _prepare(who: str, waveform, sample_rate, fps, pad_frames_to_multiple, allow_silence, rate, *,
+             variance: bool = True) -> _Song:
+    """Validate, mono-mix and resample (span by span, never a whole-song copy) and scan the waveform; without
+    `variance` (encoders that do not normalise, e.g. the mel) the second scan is skipped and scale is 1."""
     if not isinstance(waveform, torch.Tensor) or waveform.ndim not in (1, 2):
         shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
         raise ValueError(f"{who}: waveform must be a (channels, samples) or (samples,) tensor, got {shape}")
@@ -100,13 +102,17 @@ def _prepare(who: str, waveform, sample_rate, fps, pad_frames_to_multiple, allow
                          f"got {pad_frames_to_multiple!r}")
     if waveform.shape[-1] == 0 or waveform.shape[0] == 0:
         raise ValueError(f"{who}: the audio is empty (shape {tuple(waveform.shape)}); give audio with sound")
+    check_channels_first(waveform, who)
     if sample_rate < rate:
         logger.warning("%s: the audio is sampled at %d Hz, below the encoder's %d Hz: it holds nothing above "
                        "%d Hz, so the features see a muffled voice; use the original recording if there is one",
                        who, sample_rate, rate, sample_rate // 2)
-    mono = waveform if waveform.ndim == 1 else to_mono(waveform)[0]
-    frames = frame_count(mono.shape[0], int(sample_rate), fps)
-    samples = resample(mono, int(sample_rate), rate).detach()
+    frames = frame_count(waveform.shape[-1], int(sample_rate), fps)
+    if waveform.ndim == 1 or waveform.shape[0] == 1:  # mono: a view, resampled span by span when needed
+        mono = waveform.detach() if waveform.ndim == 1 else waveform.detach()[0]
+        samples = mono if int(sample_rate) == rate else _MonoSpans(mono, int(sample_rate), rate)
+    else:  # mixed down (and resampled) span by span: no whole-song copy at any rate or channel count
+        samples = _MonoSpans(waveform.detach(), int(sample_rate), rate)
     total = samples.shape[0]
     if pad_frames_to_multiple > 1 and frames % pad_frames_to_multiple:
         # Hallo pads the normalised audio with zeros: (clip - F % clip) frames of sr // fps samples
@@ -128,9 +134,45 @@ def _prepare(who: str, waveform, sample_rate, fps, pad_frames_to_multiple, allow
                          "nothing to encode; check the input file or the vocal separation, or pass "
                          "allow_silence=True to encode silence on purpose")
     mean = accumulated / count
+    if not variance:
+        return _Song(samples, frames, total, mean, 1.0, fps)
     squares = sum(float(((samples[s:s + _SCAN_BLOCK].double() - mean) ** 2).sum())
                   for s in range(0, count, _SCAN_BLOCK))
     return _Song(samples, frames, total, mean, 1.0 / math.sqrt(squares / count + 1e-7), fps)
+
+
+class _MonoSpans:
+    """The mono mix of a (C, T) or (T,) waveform resampled from `orig` to `rate` Hz, computed per requested span
+    [lo, hi) (slicing gives a (hi - lo,) float tensor), so an encoder never holds a whole-song copy.
+
+    Each span is resampled from whole polyphase groups of the input (orig/g samples <-> rate/g outputs, g the
+    gcd) with a margin of groups wider than torchaudio's sinc kernel on both sides, so it equals the same span of
+    the whole song resampled at once (the mix is the per-sample channel mean, as to_mono).
+    """
+
+    def __init__(self, waveform: torch.Tensor, orig: int, rate: int):
+        self.waveform, self.orig, self.rate = waveform, int(orig), int(rate)
+        gcd = math.gcd(self.orig, self.rate)
+        self.group_in, self.group_out = self.orig // gcd, self.rate // gcd
+        width = math.ceil(6 * self.group_in / (min(self.group_in, self.group_out) * 0.99))  # resample()'s
+        self.margin = width // self.group_in + 2  # whole groups beyond the kernel's reach
+        self.length = -(-waveform.shape[-1] * self.rate // self.orig)  # torchaudio: ceil(T * rate / orig)
+        self.shape = (self.length,)
+
+    def __getitem__(self, span: slice) -> torch.Tensor:
+        lo, hi = max(0, span.start or 0), min(self.length, self.length if span.stop is None else span.stop)
+        if hi <= lo:
+            return torch.zeros(0, dtype=self.waveform.dtype)
+        if self.orig == self.rate:
+            first, source = lo, self.waveform[..., lo:hi]
+        else:
+            group = max(0, lo // self.group_out - self.margin)
+            stop = (hi // self.group_out + 1 + self.margin) * self.group_in
+            first, source = group * self.group_out, self.waveform[..., group * self.group_in:stop]
+        mono = source.mean(dim=0) if source.ndim == 2 else source
+        if self.orig != self.rate:
+            mono = resample(mono, self.orig, self.rate)
+        return mono[lo - first:hi - first]
 
 
 def _read(song: _Song, start: int, stop: int, normalize: bool, dtype, device) -> torch.Tensor:
@@ -441,7 +483,7 @@ class MelEncoder:
         if steps_per_frame != 1:
             raise ValueError(f"{who}: steps_per_frame must be 1 (a mel window already has 16 steps)")
         song = _prepare(who, waveform, sample_rate, fps, pad_frames_to_multiple, allow_silence,
-                        self.sample_rate)
+                        self.sample_rate, variance=False)  # the mel does not normalise the song
         num_mel = self.num_mel_frames(song.num_samples)
         starts = mel_window_starts(num_mel, song.frames, song.fps, self.mel_rate, self.window_frames)
         plan = plan_chunks(song.num_samples, self.sample_rate, song.fps, chunk_seconds, 0.0,

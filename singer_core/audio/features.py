@@ -162,15 +162,33 @@ class SingerAudioFeatures:
         path = Path(path)
         if path.suffix != ".safetensors":
             raise ValueError(f"SingerAudioFeatures.save: '{path}' must end in .safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from ..io.fs import fs_error, remove_quietly
+
         metadata = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "fields": json.dumps(self.metadata())}
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
+        who = "SingerAudioFeatures.save"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(handle)
+        except OSError as error:
+            raise fs_error(error, path, who=who) from error
         try:
             save_file({"features": self.features.detach().contiguous().cpu()}, temporary, metadata=metadata)
             os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+        except OSError as error:
+            remove_quietly(temporary)
+            raise fs_error(error, path, who=who) from error
+        except BaseException as error:
+            remove_quietly(temporary)
+            text = str(error)
+            if "No space left" in text or "os error 28" in text:  # safetensors' Rust I/O error on a full disk
+                import errno
+
+                raise fs_error(OSError(errno.ENOSPC, "No space left on device"), path, who=who) from error
+            if "Read-only file system" in text or "os error 30" in text:
+                import errno
+
+                raise fs_error(OSError(errno.EROFS, "Read-only file system"), path, who=who) from error
             raise
         return path
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import wave
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def audio_from_comfy(audio, who: str) -> tuple[torch.Tensor, int]:
         raise ValueError(f"{who}: the audio has no channels or no batch items (shape {tuple(waveform.shape)})")
     if waveform.shape[-1] == 0:
         raise ValueError(f"{who}: the audio is empty (0 samples); load a file that contains sound")
+    check_channels_first(waveform, who)
     waveform = waveform.float()
     if not torch.isfinite(waveform).all():
         raise ValueError(f"{who}: the audio contains NaN or infinite samples; the file is corrupt or an "
@@ -80,15 +82,24 @@ def audio_to_comfy(waveform: torch.Tensor, sample_rate: int) -> dict:
 
 def write_wav(path: str | Path, waveform: torch.Tensor, sample_rate: int) -> Path:
     """Write (T,) or (C, T) float audio in [-1, 1] as 16-bit PCM WAV (standard library only)."""
+    from ..io.fs import fs_error, remove_quietly
+
     path = Path(path)
     if waveform.ndim == 1:
         waveform = waveform[None]
     pcm = (waveform.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16).T.contiguous()
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(waveform.shape[0])
-        handle.setsampwidth(2)
-        handle.setframerate(int(sample_rate))
-        handle.writeframes(pcm.numpy().tobytes())
+    temporary = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:  # written under a temporary name and renamed: no partial file on a full disk or an interrupt
+        with wave.open(str(temporary), "wb") as handle:
+            handle.setnchannels(waveform.shape[0])
+            handle.setsampwidth(2)
+            handle.setframerate(int(sample_rate))
+            handle.writeframes(pcm.numpy().tobytes())
+        os.replace(temporary, path)
+    except OSError as error:
+        raise fs_error(error, path, who="write_wav") from error
+    finally:
+        remove_quietly(temporary)
     return path
 
 
@@ -96,11 +107,29 @@ def duration_seconds(waveform: torch.Tensor, sample_rate: int) -> float:
     return waveform.shape[-1] / float(sample_rate) if sample_rate > 0 else math.nan
 
 
+def check_channels_first(waveform: torch.Tensor, who: str) -> None:
+    """Refuse a channels-last (samples, channels) array, e.g. soundfile's (T, 2), naming the transpose.
+
+    A (C, T) waveform has few channels and many samples; a 2-D array whose first axis is longer than its last
+    and whose last axis is a plausible channel count (1..8) is (T, C), which would otherwise be averaged over
+    the wrong axis (a 2 s stereo song becomes 2 samples long, or reads as silent).
+    """
+    if waveform.ndim < 2:
+        return
+    channels, samples = waveform.shape[-2], waveform.shape[-1]
+    if channels > samples and samples <= 8:
+        fix = "waveform.T" if waveform.ndim == 2 else "waveform.transpose(-1, -2)"
+        raise ValueError(f"{who}: the audio has shape {tuple(waveform.shape)}: {channels} channels of {samples} "
+                         f"samples, i.e. it is channels-last (samples, channels); pass {fix} (channels, samples) "
+                         "instead (soundfile and scipy return (samples, channels))")
+
+
 def to_mono(waveform: torch.Tensor) -> torch.Tensor:
     """(C, T) -> (1, T): the mean of the channels (ComfyUI and torchaudio convention)."""
     if waveform.ndim != 2 or waveform.shape[0] == 0:
         raise ValueError(f"to_mono: expected a (channels, samples) tensor with at least one channel, "
                          f"got shape {tuple(waveform.shape)}")
+    check_channels_first(waveform, "to_mono")
     return waveform.mean(dim=0, keepdim=True) if waveform.shape[0] > 1 else waveform
 
 

@@ -12,12 +12,15 @@ import logging
 import sys
 import time
 
+from ..io.cli import report_errors
+from ..io.fs import check_writable_folder
+
 logger = logging.getLogger(__name__)
 
 
 def synth_main(argv: list[str]) -> int:
     """`synth`: generate a SynthSinger dataset (clip folders + index.json) into --out."""
-    from .synthetic import STYLE_CHOICES, SynthSingerConfig, generate_dataset
+    from .synthetic import STYLE_CHOICES, SynthSingerConfig
 
     defaults = SynthSingerConfig()
     parser = argparse.ArgumentParser(
@@ -49,7 +52,18 @@ def synth_main(argv: list[str]) -> int:
             seconds=args.seconds, fps=args.fps, seed=args.seed, backing=args.backing, style=args.style,
             textured_background=args.textured_background, test_fraction=args.test_fraction, crf=args.crf)
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(f"{error}; see python -m singer_core.data synth --help")
+    code = [0]
+    with report_errors(code):
+        return _synth(args, config)
+    return code[0]
+
+
+def _synth(args, config) -> int:
+    """Generate with a progress bar (errors become one `error:` line in synth_main)."""
+    from .synthetic import generate_dataset
+
+    check_writable_folder(args.out, "synth")  # a file, read-only folder or full disk: before any work
     bar = None
     if not args.quiet:
         from tqdm import tqdm

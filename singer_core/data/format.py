@@ -28,16 +28,18 @@ import math
 import numbers
 import os
 import tempfile
-import wave
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..audio.io import resample
 from ..io.checkpoint import atomic_folder
+from .wav import WavInfo, read_wav_span, wav_info
 
 logger = logging.getLogger(__name__)
+_RATE_WARNED: set[tuple[str, int]] = set()  # (file, rate) already warned about
 
 FORMAT_NAME = "singer-clip-dataset"  # "format" of index.json
 FORMAT_VERSION = 1
@@ -192,24 +194,45 @@ class Clip:
             )
         return frames[: stop - start]
 
-    def audio_span(self, start: int, count: int, name: str = AUDIO_FILE) -> torch.Tensor:
-        """Samples start .. start+count-1 of a wav file -> (C, count) float32; zeros past the end.
+    def wav_info(self, name: str = AUDIO_FILE) -> WavInfo:
+        """The checked header of one of the clip's wav files (rate, channels, bit depth, length)."""
+        return wav_info(self.path(name), f"Clip {self.meta.clip_id!r}")
 
-        Reads only that span (the wav header gives the offset), so memory stays at the window.
+    def audio_span(self, start: int, count: int, name: str = AUDIO_FILE) -> torch.Tensor:
+        """Samples start .. start+count-1 of a wav file at meta.sample_rate -> (C, count) float32; zeros past
+        the end.
+
+        Reads only that span (the wav header gives the offset), so memory stays at the window. 8/16/24/32-bit
+        PCM and float files are read; a file at another rate than meta.sample_rate is resampled (a warning
+        names the clip once), never read as if it had the clip's rate.
         """
         if start < 0 or count < 0:
             raise ValueError(f"Clip.audio_span: need start >= 0 and count >= 0, got {start}, {count}")
-        with wave.open(str(self.path(name)), "rb") as handle:
-            channels, total = handle.getnchannels(), handle.getnframes()
-            if handle.getsampwidth() != 2:
-                raise ValueError(f"Clip {self.meta.clip_id!r}: '{name}' is not 16-bit PCM")
-            data = np.zeros((count, channels), dtype=np.float32)
-            if start < total:
-                handle.setpos(start)
-                raw = handle.readframes(min(count, total - start))
-                pcm = np.frombuffer(raw, dtype="<i2").reshape(-1, channels)
-                data[: pcm.shape[0]] = pcm / 32768.0
-        return torch.from_numpy(np.ascontiguousarray(data.T))
+        path = self.path(name)
+        info = self.wav_info(name)
+        rate = self.meta.sample_rate
+        if info.sample_rate == rate:
+            return torch.from_numpy(read_wav_span(path, info, start, count))
+        key = (str(path), info.sample_rate)
+        if key not in _RATE_WARNED:
+            _RATE_WARNED.add(key)
+            logger.warning("Clip %r: '%s' is %s but meta.json says %d Hz; resampling it to %d Hz (convert the "
+                           "file to save this work)", self.meta.clip_id, name, info.description, rate, rate)
+        # read the matching span of the file with a margin, from a sample that lands on an output sample
+        step = info.sample_rate // math.gcd(info.sample_rate, rate)  # file samples per whole output step
+        margin = 64
+        first = max(0, (start - margin) * info.sample_rate // rate) // step * step
+        last = -(-(start + count + margin) * info.sample_rate // rate)
+        span = torch.from_numpy(read_wav_span(path, info, first, last - first))
+        resampled = resample(span, info.sample_rate, rate)
+        offset = start - first * rate // info.sample_rate
+        out = torch.zeros(info.channels, count)
+        piece = resampled[:, offset:offset + count]
+        out[:, :piece.shape[1]] = piece
+        end = -(-info.frames * rate // info.sample_rate)  # zeros past the end, as for a file at the clip's rate
+        if start + count > end:
+            out[:, max(0, end - start):] = 0.0
+        return out
 
     @property
     def audio(self) -> torch.Tensor:
@@ -217,10 +240,9 @@ class Clip:
         return self.read_wav(AUDIO_FILE)
 
     def read_wav(self, name: str) -> torch.Tensor:
-        """A whole wav file of the clip (audio.wav, vocals.wav, ...) -> (C, S) float32."""
-        with wave.open(str(self.path(name)), "rb") as handle:
-            total = handle.getnframes()
-        return self.audio_span(0, total, name)
+        """A whole wav file of the clip (audio.wav, vocals.wav, ...) -> (C, S) float32 at meta.sample_rate."""
+        info = self.wav_info(name)
+        return self.audio_span(0, -(-info.frames * self.meta.sample_rate // info.sample_rate), name)
 
     @property
     def coeffs(self) -> dict[str, torch.Tensor] | None:
@@ -507,6 +529,13 @@ def full_coeffs(coeffs: dict[str, torch.Tensor], frames: int | None = None) -> t
 def _read_meta(folder: Path) -> ClipMeta:
     path = folder / META_FILE
     if not path.is_file():
+        index = folder.parent / INDEX_FILE
+        if index.is_file() and f'"{folder.name}"' in index.read_text(errors="replace"):
+            missing = "its folder" if not folder.exists() else f"its {META_FILE}"
+            raise FileNotFoundError(f"read_clip: clip {folder.name!r} is listed in '{index}' but {missing} "
+                                    f"'{folder if not folder.exists() else path}' is missing (deleted or moved); "
+                                    "restore it, or rebuild index.json from the clips that are there: "
+                                    "write_index(root, scan_clips(root))")
         raise FileNotFoundError(f"read_clip: '{folder}' is not a clip folder (no {META_FILE})")
     try:
         meta = ClipMeta.from_dict(json.loads(path.read_text()), f"read_clip: '{path}'")

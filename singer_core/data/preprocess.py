@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import json
 import logging
 import math
 import re
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,11 +37,15 @@ import torch
 
 from ..face.crop import smooth_boxes, square_crop
 from ..face.detect import Box, FaceDetector, box_iou
+from ..io.cli import CliError, read_json_object, report_errors
 from ..io.config import JsonConfig
+from ..io.lock import folder_lock
 from ..io.video import VIDEO_SUFFIXES, iter_audio_blocks, iter_video_frames, probe_video
 from .format import AUDIO_SAMPLE_RATE, ClipMeta, scan_clips, write_clip, write_index
 
 logger = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aiff", ".wma")
 
 _SHARPNESS_SIZE = 256  # larger face regions are scaled down to this side before the blur measure
 _REACQUIRE_SECONDS = 0.5  # a track lost this long is re-acquired on the largest face, wherever it is
@@ -165,8 +169,13 @@ def preprocess_videos(videos_dir: str | Path, out_dir: str | Path, *, config: Pr
     videos = _find_videos(videos_dir)
     detector = FaceDetector(config.detector, min_size_fraction=config.min_face_size, max_side=None,
                             models_dirs=() if config.models_dir is None else (config.models_dir,))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir, "preprocess"):  # one job per dataset folder
+        return _preprocess(videos, videos_dir, out_dir, config, detector, progress, overwrite)
 
+
+def _preprocess(videos: list[Path], videos_dir: Path, out_dir: Path, config: PreprocessConfig, detector,
+                progress, overwrite: bool) -> PreprocessSummary:
+    """preprocess_videos once the folder is locked."""
     # 1. estimate the work for the progress callback
     infos, work = {}, {}
     for path in videos:
@@ -247,12 +256,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="rewrite clip folders that exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    code = [0]
+    with report_errors(code):
+        return _main(args, options, defaults)
+    return code[0]
+
+
+def _main(args, options: dict, defaults: PreprocessConfig) -> int:
+    """main once the arguments are parsed; errors become one `error:` line in main."""
     try:
-        base = PreprocessConfig.from_json(Path(args.config).read_text()) if args.config else defaults
+        base = defaults
+        if args.config:
+            text = json.dumps(read_json_object(args.config, "--config", '{"size": 256, "clip_seconds": 2.0}'))
+            base = PreprocessConfig.from_json(text)
         changes = {name: getattr(args, name) for name in options if getattr(args, name) is not None}
         config = dataclasses.replace(base, **changes)
-    except (OSError, ValueError) as error:
-        parser.error(str(error))
+    except (TypeError, ValueError) as error:
+        raise CliError(f"{error}; see python -m singer_core.data preprocess --help") from None
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -267,9 +287,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = preprocess_videos(args.videos, args.out, config=config, progress=progress,
                                     overwrite=args.overwrite)
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return 1
     finally:
         if bar is not None:
             bar.close()
@@ -498,6 +515,11 @@ class _AudioCursor:
 
 def _find_videos(videos_dir: Path) -> list[Path]:
     if videos_dir.is_file():
+        if videos_dir.suffix.lower() not in VIDEO_SUFFIXES:
+            kind = ("an audio file" if videos_dir.suffix.lower() in AUDIO_SUFFIXES else
+                    f"not a video ({videos_dir.suffix or 'no extension'})")
+            raise ValueError(f"preprocess: '{videos_dir}' is {kind}; preprocess cuts videos of a singing face "
+                             f"({', '.join(VIDEO_SUFFIXES)}) with sound: give such a video or a folder of them")
         return [videos_dir]
     if not videos_dir.is_dir():
         raise ValueError(f"preprocess: '{videos_dir}' is neither a folder nor a file; give the folder of videos")

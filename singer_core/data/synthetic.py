@@ -22,6 +22,7 @@ import torch
 
 from ..audio.synth import STYLES, SongConfig, SynthSong, synthesize_song
 from ..io.config import JsonConfig
+from ..io.lock import folder_lock
 from .format import (
     ClipMeta,
     DatasetIndex,
@@ -294,10 +295,15 @@ def generate_dataset(out: str | Path, config: SynthSingerConfig, *, overwrite: b
     Returns:
         The DatasetIndex written to out/index.json.
     """
+
+    with folder_lock(out, "synth"):  # one job per dataset folder; a file / read-only / full disk is named
+        return _generate_dataset(Path(out), config, overwrite, progress)
+
+
+def _generate_dataset(out: Path, config: SynthSingerConfig, overwrite: bool, progress) -> DatasetIndex:
+    """generate_dataset once the folder is locked."""
     from ..face.morphable import procedural_model
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     model = procedural_model(seed=0)
     total, frames = config.clips * config.frames, config.frames
     for clip_index in range(config.clips):

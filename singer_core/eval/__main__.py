@@ -14,6 +14,9 @@ import math
 import sys
 import time
 
+from ..io.cli import report_errors
+from ..io.fs import check_writable_file
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,20 +57,26 @@ def motion_main(argv: list[str]) -> int:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     if args.max_clips is not None and args.max_clips < 1:
         parser.error(f"--max-clips must be >= 1, got {args.max_clips}")
+    code = [0]
+    with report_errors(code):
+        if args.json not in (None, "-"):  # an unwritable target fails now, not after the whole evaluation
+            check_writable_file(args.json, "eval motion --json")
+        return _motion(args)
+    return code[0]
+
+
+def _motion(args) -> int:
+    """Load, evaluate, print and write (errors become one `error:` line in motion_main)."""
 
     from ..motion.generator import MotionModel
     from .evaluate import evaluate_motion, format_motion_table
 
-    try:
-        model = MotionModel.from_pretrained(args.checkpoint, device=args.device)
-        expert = None
-        if args.lip_expert is not None:
-            from ..motion.lip_expert import LipExpert
+    model = MotionModel.from_pretrained(args.checkpoint, device=args.device)
+    expert = None
+    if args.lip_expert is not None:
+        from ..motion.lip_expert import LipExpert
 
-            expert = LipExpert.from_pretrained(args.lip_expert, device=args.device)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        expert = LipExpert.from_pretrained(args.lip_expert, device=args.device)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -84,9 +93,6 @@ def motion_main(argv: list[str]) -> int:
         result = evaluate_motion(model, args.data, split=args.split, steps=args.steps, eta=args.eta,
                                  seed=args.seed, lip_expert=expert, max_clips=args.max_clips,
                                  max_offset=args.max_offset, progress=progress)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     finally:
         if bar is not None:
             bar.close()
@@ -100,7 +106,11 @@ def motion_main(argv: list[str]) -> int:
     if args.json is not None:
         from ..io.checkpoint import atomic_write_bytes
 
-        atomic_write_bytes(args.json, (text + "\n").encode())
+        try:
+            atomic_write_bytes(args.json, (text + "\n").encode(), who="eval motion --json")
+        except OSError:
+            print(text)  # the evaluation is not lost: its JSON goes to stdout, the error line to stderr
+            raise
         print(f"wrote {args.json}")
     return 0
 

@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,16 +135,25 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if (args.lpips_backbone is None) != (args.lpips_linear is None):
         parser.error("give both --lpips-backbone and --lpips-linear, or neither")
-    try:
+    from ..io.checkpoint import atomic_write_bytes
+    from ..io.cli import report_errors
+    from ..io.fs import check_writable_file
+
+    code = [0]
+    with report_errors(code):
+        if args.json not in (None, "-"):  # an unwritable target fails now, not after the evaluation
+            check_writable_file(args.json, "eval nerf --json")
         result = evaluate_nerf(args.checkpoint, args.data, lpips_backbone=args.lpips_backbone,
                                lpips_linear=args.lpips_linear, lpips_net=args.lpips_net,
                                max_frames=args.max_frames, device=args.device, save_frames=args.save_frames)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(format_nerf_table(result))
-    if args.json == "-":
-        print(json.dumps(result, indent=1))
-    elif args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    return 0
+        print(format_nerf_table(result))
+        text = json.dumps(result, indent=1)
+        if args.json == "-":
+            print(text)
+        elif args.json:
+            try:
+                atomic_write_bytes(args.json, text.encode(), who="eval nerf --json")
+            except OSError:
+                print(text)  # the result is not lost: its JSON goes to stdout
+                raise
+    return code[0]

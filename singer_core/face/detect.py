@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -337,19 +338,22 @@ def _cached_detector(detector: str, min_size_fraction: float) -> FaceDetector:
 
 
 def _as_rgb_uint8(image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, checked; grayscale, RGBA, float and batches are refused with the conversion to use."""
+    """(H, W, 3) uint8 RGB, checked; grayscale, RGBA, float and batches are refused with the conversion to use.
+    A file path is read with io.image.load_image (CMYK, palette, 16-bit, animated, EXIF-rotated files)."""
+    from ..io.image import describe_array_mode, load_image
+
+    if isinstance(image, (str, os.PathLike)):
+        image = load_image(image)
     if hasattr(image, "detach"):
         image = image.detach().cpu().numpy()
     image = np.asarray(image)
+    if image.dtype != np.uint8 and image.dtype.kind in "iu":
+        raise ValueError(f"FaceDetector: image must be (H, W, 3) uint8 RGB, got {describe_array_mode(image)}")
     if image.dtype != np.uint8:
         raise ValueError(f"FaceDetector: image must be (H, W, 3) uint8 RGB (0..255), got {image.dtype} of shape "
                          f"{image.shape}; convert float images in 0..1 with (image * 255).round().astype(np.uint8)")
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        raise ValueError(f"FaceDetector: image must be (H, W, 3) uint8 RGB, got grayscale of shape {image.shape}; "
-                         "convert it with np.repeat(image.reshape(H, W, 1), 3, axis=2)")
-    if image.ndim == 3 and image.shape[2] == 4:
-        raise ValueError(f"FaceDetector: image must be (H, W, 3) uint8 RGB, got RGBA of shape {image.shape}; drop "
-                         "the alpha channel with image[..., :3] (or composite it over a background first)")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 2, 4)):
+        raise ValueError(f"FaceDetector: image must be (H, W, 3) uint8 RGB, got {describe_array_mode(image)}")
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"FaceDetector: image must be (H, W, 3) uint8 RGB, got shape {image.shape}; for a batch, "
                          "pass one image (images[0])")

@@ -12,13 +12,14 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
+
+from .fs import DISK_FULL, READ_ONLY, fs_error, remove_quietly
 
 logger = logging.getLogger(__name__)
 
@@ -28,45 +29,62 @@ WEIGHTS_NAME = "model.safetensors"
 M = TypeVar("M", bound="PretrainedMixin")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary sibling file and an atomic rename."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, who: str = "save") -> Path:
+    """Write `data` to `path` through a temporary sibling file and an atomic rename.
+
+    A file-system error (read-only folder, full disk, a file where a folder should be, a folder at `path`) is
+    a FileSystemError naming the path; the temporary file is removed and the original file left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as error:
+        raise fs_error(error, path, who=who) from error
+    finally:
+        if tmp is not None:
+            remove_quietly(tmp)  # never masks the error being raised
     return path
 
 
 @contextlib.contextmanager
-def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+def atomic_folder(folder: str | os.PathLike, *, who: str = "save") -> Iterator[Path]:
     """Fill a folder atomically: `with atomic_folder(path) as tmp: write files into tmp`.
 
     tmp is a hidden temporary sibling; when the block succeeds it replaces `folder` (an existing folder is
     moved aside first and removed after, so a reader never sees a half-written one); when it raises
-    (including an interrupt), tmp is removed and `folder` is left as it was.
+    (including an interrupt), tmp is removed and `folder` is left as it was. A read-only folder or a full disk,
+    inside the block or in the renames, is a FileSystemError naming the path; cleanup never masks it.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    except OSError as error:
+        raise fs_error(error, folder, who=who) from error
     try:
         yield tmp
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
             os.replace(folder, old / folder.name)
             os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
+            remove_quietly(old)
         else:
             os.replace(tmp, folder)
+    except OSError as error:
+        remove_quietly(tmp)
+        if error.errno in READ_ONLY + DISK_FULL:
+            raise fs_error(error, folder, who=who) from error
+        raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_quietly(tmp)
         raise
 
 
@@ -81,8 +99,10 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], m
     return atomic_write_bytes(path, save(flat, metadata=metadata))
 
 
-def load_tensors(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Load a .safetensors file; a missing, empty, truncated or foreign file is a ValueError that says so."""
+def load_tensors(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+                 finite: bool = True) -> dict[str, torch.Tensor]:
+    """Load a .safetensors file; a missing, empty, truncated or foreign file is a ValueError that says so, and
+    so is (with finite=True) a floating tensor holding NaN or infinite values, named with the file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -93,10 +113,30 @@ def load_tensors(path: str | os.PathLike, *, device: str | torch.device = "cpu")
         raise ValueError(f"load_tensors: '{path}' is {path.stat().st_size} bytes, not a safetensors file; "
                          "it was cut short while writing or copying: save or download it again")
     try:
-        return load_file(str(path), device=str(device))
+        tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, RuntimeError) as error:
         raise ValueError(f"load_tensors: '{path}' is not a readable safetensors file ({error}); it is truncated "
                          "or of another format: save or download it again") from error
+    if finite:
+        check_finite(tensors, source=f"load_tensors: '{path}'")
+    return tensors
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Raise a ValueError naming the first floating tensor holding NaN or infinite values (and how many).
+
+    Weights like that come from a diverged training run or a broken conversion; loading them would only fail
+    later, blaming the input (e.g. "the motion is NaN").
+    """
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+            continue
+        nan = int(torch.isnan(tensor).sum())
+        inf = int(torch.isinf(tensor).sum())
+        raise ValueError(f"{source}: tensor '{name}' {tuple(tensor.shape)} holds {nan} NaN and {inf} infinite "
+                         "values; these weights are damaged (a diverged training run or a broken conversion): use "
+                         "an earlier checkpoint (python -m singer_core.train TASK --resume-from STEP) or save / "
+                         "download them again")
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format; older files are a bare pickle stream
@@ -200,7 +240,7 @@ class PretrainedMixin:
 
     def save_pretrained(self, folder: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> Path:
         """Write `config.json` and `model.safetensors` into `folder` (replaced as a whole, atomically)."""
-        with atomic_folder(folder) as tmp:
+        with atomic_folder(folder, who=f"{type(self).__name__}.save_pretrained") as tmp:
             config = json.loads(self.config.to_json())  # type: ignore[attr-defined]
             payload = {"model_type": self._type_name(), "config": config}
             (tmp / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True))

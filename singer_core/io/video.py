@@ -15,6 +15,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .fs import raise_file_system_error, remove_quietly
+
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")  # what preprocessors pick up in a folder
@@ -345,8 +347,7 @@ class VideoWriter:
             raise ValueError(f"VideoWriter: AAC cannot store {sample_rate} Hz; resample the audio to one of "
                              f"{', '.join(str(r) for r in sorted(rates))} Hz first")
         if keyframe_interval is not None and (int(keyframe_interval) != keyframe_interval or keyframe_interval < 1):
-            raise ValueError(f"VideoWriter: keyframe_interval must be a positive integer or None, "
-                             f"got {keyframe_interval!r}")
+            raise ValueError(f"VideoWriter: keyframe_interval must be a positive integer or None, got {keyframe_interval!r}")
         self.path, self.crf, self.preset, self.pad_odd = path, int(crf), preset, pad_odd
         self.keyframe_interval = keyframe_interval
         self.rate = Fraction(fps).limit_denominator(1001 * 1000)
@@ -358,7 +359,7 @@ class VideoWriter:
         self._input_size: tuple[int, int] | None = None  # (H, W) of the frames given
         self._finishing = False  # close() is flushing: all buffered audio goes out
         self._pending_audio: list[np.ndarray] = []
-        self._closed = False
+        self._closed = False  # closed or aborted
 
     def write(self, frames) -> None:
         """Append frames: (H, W, 3) or (T, H, W, 3), uint8 (or float in 0..1), numpy array or tensor, RGB."""
@@ -380,8 +381,13 @@ class VideoWriter:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = self.frames_written
             frame.time_base = 1 / self.rate
-            for packet in self._video.encode(frame):
-                self._container.mux(packet)
+            try:
+                for packet in self._video.encode(frame):
+                    self._container.mux(packet)
+            except OSError as error:  # a full disk while muxing
+                self.abort()
+                raise_file_system_error(error, self.path, who="VideoWriter")
+                raise
             self.frames_written += 1
             self._flush_pending_audio()
 
@@ -422,8 +428,9 @@ class VideoWriter:
             self._container.close()
             self._container = None
             os.replace(self._temporary, self.path)
-        except BaseException:
+        except BaseException as error:
             self.abort()
+            raise_file_system_error(error, self.path, who="VideoWriter")
             raise
         self._closed = True
         return self.path
@@ -437,7 +444,7 @@ class VideoWriter:
             except Exception:  # noqa: BLE001 - the file is thrown away anyway
                 pass
             self._container = None
-        self._temporary.unlink(missing_ok=True)
+        remove_quietly(self._temporary)  # never masks the error that made us abort (e.g. EROFS)
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -476,8 +483,9 @@ class VideoWriter:
                 layout = "mono" if self.audio_channels == 1 else "stereo"
                 self._audio = self._container.add_stream("aac", rate=int(self.sample_rate), layout=layout)
                 self._audio.bit_rate = int(self.audio_bit_rate)
-        except BaseException:
+        except BaseException as error:
             self.abort()
+            raise_file_system_error(error, self.path, who="VideoWriter")
             raise
 
     def _flush_pending_audio(self):
@@ -789,3 +797,4 @@ def _as_uint8_frames(frames, who: str) -> np.ndarray:
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return text.strip().rstrip(".")
+

@@ -163,6 +163,9 @@ def window_starts(frames: int, window: int, overlap: int) -> list[int]:
     return starts + [frames - window]
 
 
+STEP_FRAMES = 4096  # frames per DDIM-step span in sample() (bounds its float64 temporaries)
+
+
 def _window_weights(frames: int, window: int, starts: list[int], overlap: int) -> torch.Tensor:
     """(len(starts), W) blending weights: linear ramps 1/(o+1) .. o/(o+1) over the frames shared with a
     neighbour, 1 elsewhere and at the outer ends of the sequence (normalised later by their sum per frame)."""
@@ -240,26 +243,39 @@ def sample(model: Callable[..., torch.Tensor], audio: torch.Tensor, *, steps: in
     weights = _window_weights(frames, window, starts, overlap).to(device=device, dtype=dtype)  # (N, W)
     index = (torch.tensor(starts, device=device)[:, None] + torch.arange(width, device=device)).reshape(-1)
     total = torch.zeros(frames, device=device, dtype=dtype).index_add_(0, index, weights.reshape(-1))
-    audio_windows = audio[:, index].reshape(batch * len(starts), width, -1)  # (B*N, W, A), batch-major
+    # windows are gathered window_batch at a time (batch-major: flat window i is item i // N, window i % N), so
+    # no (B*N, W, A) copy of the audio or of x_t is ever made: memory beyond the output stays flat in length
+    frame_of = torch.tensor(starts, device=device)[:, None] + torch.arange(width, device=device)  # (N, W)
+    chunks = []
+    for first in range(0, batch * len(starts), window_batch):
+        flat = torch.arange(first, min(first + window_batch, batch * len(starts)), device=device)
+        item, which = flat // len(starts), flat % len(starts)
+        chunks.append((item[:, None], frame_of[which], which))  # (k, 1), (k, W), (k,)
     # 2. x_T ~ N(0, I)
     x = torch.randn(batch, frames, motion_dim, generator=generator).to(device=device, dtype=dtype)
     x0_hat = x
     for number, t in enumerate(timesteps):
         t_prev = timesteps[number + 1] if number + 1 < len(timesteps) else -1
         # 3. x0 estimate of every window, blended into one sequence
-        x_windows = x[:, index].reshape(batch * len(starts), width, motion_dim)
-        t_batch = torch.full((x_windows.shape[0],), t, dtype=torch.long, device=device)
-        predicted = torch.cat([model(x_windows[i:i + window_batch], t_batch[i:i + window_batch],
-                                     audio_windows[i:i + window_batch])
-                               for i in range(0, x_windows.shape[0], window_batch)])
-        predicted = predicted.reshape(batch, len(starts), width, motion_dim) * weights[None, :, :, None]
-        x0_hat = torch.zeros_like(x).index_add_(1, index, predicted.reshape(batch, -1, motion_dim))
-        x0_hat = x0_hat / total[None, :, None]
-        # 4. DDIM step, eq. (5)
+        x0_hat = torch.zeros_like(x)
+        for item, frame, which in chunks:
+            t_batch = torch.full((frame.shape[0],), t, dtype=torch.long, device=device)
+            predicted = model(x[item, frame], t_batch, audio[item, frame]) * weights[which][:, :, None]
+            x0_hat.view(batch * frames, motion_dim).index_add_(0, (item * frames + frame).reshape(-1),
+                                                                predicted.reshape(-1, motion_dim))
+        x0_hat.div_(total[None, :, None])
+        # 4. DDIM step, eq. (5), applied STEP_FRAMES frames at a time (it is elementwise: same values, but its
+        #    float64 temporaries stay the size of a span, not of the song)
         noise = None
         if eta > 0 and t_prev >= 0:
             noise = torch.randn(x.shape, generator=generator).to(device=device, dtype=dtype)
-        x = ddim_step(x, x0_hat, schedule.alpha_bar(t), schedule.alpha_bar(t_prev), eta=eta, noise=noise)
+        stepped = torch.empty_like(x)
+        for lo in range(0, frames, STEP_FRAMES):
+            span = slice(lo, lo + STEP_FRAMES)
+            stepped[:, span] = ddim_step(x[:, span], x0_hat[:, span], schedule.alpha_bar(t),
+                                         schedule.alpha_bar(t_prev), eta=eta,
+                                         noise=None if noise is None else noise[:, span])
+        x = stepped
         if progress is not None:
             progress(number + 1, len(timesteps))
     return x

@@ -15,12 +15,15 @@ import signal
 import sys
 import threading
 
+from ..io.cli import read_json_object, report_errors
 from . import TASKS, task_class
-from .loop import describe_config, train
+from .loop import describe_config, resolve_config, train
 
 logger = logging.getLogger(__name__)
 
-USAGE = "python -m singer_core.train TASK [--preset NAME] [--config FILE] [--data DIR] [--out DIR] [--resume] ..."
+USAGE = ("python -m singer_core.train TASK [--preset NAME] [--config FILE] [--data DIR] [--out DIR] [--resume | "
+         "--resume-from STEP] ...")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _general_help() -> str:
@@ -45,12 +48,12 @@ def _task_help(name: str, klass: type) -> str:
     return "\n".join(([doc[0], ""] if doc else []) + lines)
 
 
-def _parse_set(items: list[str]) -> dict:
+def _parse_set(items: list[str], parser: argparse.ArgumentParser) -> dict:
     overrides = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
+            parser.error(f"--set expects FIELD=VALUE (a JSON value, e.g. --set lr=0.001), got {item!r}")
         try:
             overrides[key] = json.loads(text)
         except json.JSONDecodeError:
@@ -97,24 +100,38 @@ def main(argv: list[str] | None = None) -> int:
                         "SynthSinger into the cache")
     parser.add_argument("--out", default=f"runs/{name}", help="run folder (checkpoints, tensorboard, final)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
+    parser.add_argument("--resume-from", type=int, default=None, metavar="STEP",
+                        help="continue from the checkpoint of exactly this step (e.g. one before the loss "
+                             "diverged); newer checkpoints are moved aside")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (of the whole run)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: accelerate's choice)")
     parser.add_argument("--cache-dir", default=None, help="cache of generated data and features "
                         "(default $SINGER_CACHE_DIR or ~/.cache/singer)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS,
+                        help="logging level: " + ", ".join(LOG_LEVELS))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.resume_from is not None and args.resume_from < 1:
+        parser.error(f"--resume-from must be a checkpoint step >= 1, got {args.resume_from}")
+    if args.max_steps is not None and args.max_steps < 0:
+        parser.error(f"--max-steps must be >= 0, got {args.max_steps}")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
 
-    config = None
-    if args.config is not None or args.set:
-        config = {}
-        if args.config is not None:
-            with open(args.config) as handle:
-                config = json.load(handle)
-            if not isinstance(config, dict):
-                raise SystemExit(f"--config {args.config}: expected a JSON object of config fields")
-        config.update(_parse_set(args.set))
+    code = [0]
+    with report_errors(code):
+        config = None
+        if args.config is not None or args.set:
+            config = {}
+            if args.config is not None:
+                config = read_json_object(args.config, "--config", '{"lr": 0.0001, "steps": 200}')
+            config.update(_parse_set(args.set, parser))
+            resolve_config(klass, args.preset, config)  # checks names and types before anything is written
+        return _train(klass, args, config)
+    return code[0]
+
+
+def _train(klass, args, config) -> int:
+    """Run the training with the graceful Ctrl-C; errors go to main's report_errors."""
     progress, previous = None, None
     # several processes must stop at the same step: no graceful stop under `accelerate launch`
     if int(os.environ.get("WORLD_SIZE", "1")) == 1 and threading.current_thread() is threading.main_thread():
@@ -123,10 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(klass, preset=args.preset, config=config, data=args.data, out=args.out, resume=args.resume,
                        max_steps=args.max_steps, device=args.device, cache_dir=args.cache_dir, quiet=args.quiet,
-                       progress=progress)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+                       progress=progress, resume_from=args.resume_from)
     except KeyboardInterrupt:
         print(f"interrupted; the last checkpoint in '{args.out}' is valid: continue with --resume", file=sys.stderr)
         return 130

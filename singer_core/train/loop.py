@@ -21,6 +21,7 @@ permutation per epoch -- so resuming needs the step number and the saved RNG sta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -39,6 +40,7 @@ import torch
 
 from ..io.checkpoint import atomic_folder, atomic_write_bytes, load_tensors, save_tensors
 from ..io.config import JsonConfig
+from ..io.lock import folder_lock
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +136,49 @@ def resolve_config(task_class: type, preset: str | None = None,
     if unknown:
         raise ValueError(f"train: unknown {config_class.__name__} fields {unknown}; known fields: {sorted(known)}")
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in config.items()}
-    return dataclasses.replace(base, **values)
+    fields = {field.name: field for field in dataclasses.fields(config_class)}
+    for key, value in values.items():
+        problem = _type_problem(str(fields[key].type), value)
+        if problem:
+            raise ValueError(f"train: config field {key} must be {problem}, got {value!r} "
+                             f"({type(value).__name__}); fix it in --config or with --set {key}=VALUE "
+                             f"(default {getattr(base, key)!r})")
+    try:
+        return dataclasses.replace(base, **values)
+    except TypeError as error:  # a value of a type __post_init__ did not expect
+        raise ValueError(f"train: a config value has the wrong type ({error}); the fields and their types: "
+                         f"python -m singer_core.train {task_class.name} --help") from error
+
+
+_SCALARS = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
+            "bool": ((bool,), "true or false")}
+
+
+def _type_problem(annotation: str, value) -> str | None:
+    """What `value` should be for a field annotated `annotation` ("int", "float | None", "tuple[float, float]",
+    ...), or None when it fits (annotations this does not understand are left to the config's own checks)."""
+    options = [part.strip() for part in annotation.split("|")]
+    if "None" in options:
+        if value is None:
+            return None
+        options.remove("None")
+    if len(options) != 1:
+        return None
+    kind = options[0]
+    if kind in _SCALARS:
+        accepted, words = _SCALARS[kind]
+        ok = isinstance(value, accepted) and (kind == "bool" or not isinstance(value, bool))
+        return None if ok else words + (" or null" if "None" in annotation else "")
+    if kind.startswith("tuple["):
+        inner = [part.strip() for part in kind[len("tuple["):-1].split(",")]
+        if not isinstance(value, tuple):
+            return f"a list of {len(inner)} values" if "..." not in inner else "a list"
+        if "..." not in inner and len(value) != len(inner):
+            return f"a list of {len(inner)} values"
+        for item, item_kind in zip(value, inner if "..." not in inner else [inner[0]] * len(value), strict=False):
+            if _type_problem(item_kind, item):
+                return f"a list of {_SCALARS.get(item_kind, ((), item_kind))[1]} values"
+    return None
 
 
 def describe_config(config_class: type) -> list[tuple[str, str, Any, str]]:
@@ -409,6 +453,28 @@ def newest_valid_checkpoint(out: str | os.PathLike) -> tuple[Path, dict[str, tor
     return None
 
 
+def _checkpoint_of_step(out: Path, step: int) -> tuple[Path, dict[str, torch.Tensor], dict]:
+    """The checkpoint of exactly `step` (resume_from); newer ones are moved aside (abandoned-step-*), so a
+    later plain resume continues this branch of the run, not the abandoned one."""
+    found = dict(list_checkpoints(out))
+    if step not in found:
+        raise ValueError(f"train: no checkpoint of step {step} in '{Path(out) / CHECKPOINTS_DIR}'; saved steps: "
+                         f"{sorted(found) or 'none'}; pick one of them with --resume-from")
+    try:
+        tensors, state = read_checkpoint(found[step])
+    except (ValueError, FileNotFoundError) as error:
+        earlier = sorted(s for s in found if s < step)
+        raise ValueError(f"train: cannot resume from step {step}: {error}; pick an earlier step with "
+                         f"--resume-from (saved steps before it: {earlier or 'none'})") from error
+    for newer in sorted(s for s in found if s > step):
+        target = found[newer].with_name(f"abandoned-{found[newer].name}")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(found[newer], target)
+        logger.warning("train: resuming from step %d; moved the newer checkpoint '%s' aside to '%s'", step,
+                       found[newer], target)
+    return found[step], tensors, state
+
+
 # ---- the loop ------------------------------------------------------------------------------------
 def load_task(task: str | type | Any) -> Any:
     """A Task instance from a registry name, a Task class or an instance."""
@@ -470,7 +536,8 @@ def _format_scalars(scalars: Mapping[str, float]) -> str:
 def train(task, *, preset: str | None = None, config=None, data: str | os.PathLike | None = None,
           out: str | os.PathLike, resume: bool = False, max_steps: int | None = None,
           progress: Progress | None = None, device: str | torch.device | None = None,
-          cache_dir: str | os.PathLike | None = None, quiet: bool = False) -> Path:
+          cache_dir: str | os.PathLike | None = None, quiet: bool = False,
+          resume_from: int | None = None) -> Path:
     """Train `task` into the run folder `out`.
 
     Args:
@@ -490,12 +557,22 @@ def train(task, *, preset: str | None = None, config=None, data: str | os.PathLi
         cache_dir: where generated datasets and features are cached (default $SINGER_CACHE_DIR or
             ~/.cache/singer).
         quiet: no tqdm bar.
+        resume_from: resume from the checkpoint of exactly this step (implies resume), e.g. one before the
+            training diverged; newer checkpoints are moved aside to out/checkpoints/abandoned-step-*.
 
     Returns:
         out/final when the run reached config.steps, else the checkpoint folder of the stopping step.
+
+    Raises:
+        FolderLockedError: another job is training into `out` (its PID is named).
+        FileSystemError: `out` is a file, read-only or on a full disk.
     """
     task = load_task(task)
     out = Path(out)
+    if resume_from is not None:
+        if isinstance(resume_from, bool) or not isinstance(resume_from, int) or resume_from < 1:
+            raise ValueError(f"train: resume_from must be a checkpoint step >= 1, got {resume_from!r}")
+        resume = True
     run_config_path = out / RUN_CONFIG
     if resume and preset is None and config is None and run_config_path.is_file():
         config = json.loads(run_config_path.read_text()).get("config", {})
@@ -505,152 +582,157 @@ def train(task, *, preset: str | None = None, config=None, data: str | os.PathLi
     if stop < 0:
         raise ValueError(f"train: max_steps must be >= 0, got {max_steps}")
 
-    # 1. the run folder: same config on resume, no silent mixing of runs
-    run_record = {"task": task.name, "config": config_dict}
-    started = run_config_path.is_file() and (bool(list_checkpoints(out)) or (out / FINAL_DIR).exists())
-    if started:  # a run folder with nothing trained yet (e.g. its build failed) may be reused freely
-        previous = json.loads(run_config_path.read_text())
-        if not resume:
-            raise FileExistsError(f"train: '{out}' already holds a run; pass resume=True (--resume) to "
-                                  "continue it, or choose another --out")
-        if previous.get("task") != task.name or previous.get("config") != config_dict:
-            changes = config_difference(previous.get("config", {}), config_dict)
-            raise ValueError(f"train: cannot resume '{out}' with a different config (task "
-                             f"{previous.get('task')!r} -> {task.name!r}; {'; '.join(changes) or 'no field'}); "
-                             "resume with the run's own config (omit --preset/--config) or train into a new --out")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in (out / CHECKPOINTS_DIR).glob(".step-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    # one job per run folder (on every process of a multi-GPU run only the main one holds the lock)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with folder_lock(out, "train") if main_rank else contextlib.nullcontext():
+        # 1. the run folder: same config on resume, no silent mixing of runs
+        run_record = {"task": task.name, "config": config_dict}
+        started = run_config_path.is_file() and (bool(list_checkpoints(out)) or (out / FINAL_DIR).exists())
+        if started:  # a run folder with nothing trained yet (e.g. its build failed) may be reused freely
+            previous = json.loads(run_config_path.read_text())
+            if not resume:
+                raise FileExistsError(f"train: '{out}' already holds a run; pass resume=True (--resume) to "
+                                      "continue it, or choose another --out")
+            if previous.get("task") != task.name or previous.get("config") != config_dict:
+                changes = config_difference(previous.get("config", {}), config_dict)
+                raise ValueError(f"train: cannot resume '{out}' with a different config (task "
+                                 f"{previous.get('task')!r} -> {task.name!r}; {'; '.join(changes) or 'no field'}); "
+                                 "resume with the run's own config (omit --preset/--config) or train into a new --out")
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in (out / CHECKPOINTS_DIR).glob(".step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
 
-    accelerator = _make_accelerator(device, config.mixed_precision)
-    is_main = accelerator.is_main_process
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        accelerator = _make_accelerator(device, config.mixed_precision)
+        is_main = accelerator.is_main_process
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
-    # 2. build (model init draws from the seeded global RNG), optimizer, accelerate
-    seed_everything(config.seed)
-    parts = task.build(config, Path(data) if data is not None else None, cache_dir, accelerator.device)
-    if not parts.trainable:
-        raise ValueError(f"train: task {task.name!r} built no trainable module")
-    for module in parts.frozen.values():
-        module.to(accelerator.device).eval().requires_grad_(False)
-    names = list(parts.trainable)
-    params = [p for name in names for p in parts.trainable[name].parameters() if p.requires_grad]
-    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-    prepared = accelerator.prepare(*[parts.trainable[name] for name in names], optimizer)
-    modules, optimizer = dict(zip(names, prepared[:-1], strict=True)), prepared[-1]
-    models = {**modules, **parts.frozen}
-    if is_main:
-        atomic_write_bytes(run_config_path, json.dumps(run_record, indent=2, sort_keys=True).encode())
+        # 2. build (model init draws from the seeded global RNG), optimizer, accelerate
+        seed_everything(config.seed)
+        parts = task.build(config, Path(data) if data is not None else None, cache_dir, accelerator.device)
+        if not parts.trainable:
+            raise ValueError(f"train: task {task.name!r} built no trainable module")
+        for module in parts.frozen.values():
+            module.to(accelerator.device).eval().requires_grad_(False)
+        names = list(parts.trainable)
+        params = [p for name in names for p in parts.trainable[name].parameters() if p.requires_grad]
+        optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+        prepared = accelerator.prepare(*[parts.trainable[name] for name in names], optimizer)
+        modules, optimizer = dict(zip(names, prepared[:-1], strict=True)), prepared[-1]
+        models = {**modules, **parts.frozen}
+        if is_main:
+            atomic_write_bytes(run_config_path, json.dumps(run_record, indent=2, sort_keys=True).encode())
 
-    # 3. resume
-    step = 0
-    if resume:
-        found = newest_valid_checkpoint(out)
-        if found is None:
-            logger.info("train: nothing to resume in '%s'; starting at step 0", out)
-        else:
-            folder, tensors, state = found
-            if state.get("config") != config_dict or state.get("task") != task.name:
-                raise ValueError(f"train: checkpoint '{folder}' belongs to another config/task; train into a "
-                                 "new --out")
-            for name in names:
-                prefix = f"model.{name}."
-                own = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
-                accelerator.unwrap_model(modules[name]).load_state_dict(own, strict=True)
-            optimizer.load_state_dict(unflatten_optimizer_state(tensors, state["optimizer"]))
-            set_rng_state(tensors, state["rng"])
-            step = int(state["step"])
-            logger.info("train: resumed '%s' at step %d from %s", out, step, folder.name)
+        # 3. resume
+        step = 0
+        if resume:
+            found = newest_valid_checkpoint(out) if resume_from is None else _checkpoint_of_step(out, resume_from)
+            if found is None:
+                logger.info("train: nothing to resume in '%s'; starting at step 0", out)
+            else:
+                folder, tensors, state = found
+                if state.get("config") != config_dict or state.get("task") != task.name:
+                    raise ValueError(f"train: checkpoint '{folder}' belongs to another config/task; train into a "
+                                     "new --out")
+                for name in names:
+                    prefix = f"model.{name}."
+                    own = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+                    accelerator.unwrap_model(modules[name]).load_state_dict(own, strict=True)
+                optimizer.load_state_dict(unflatten_optimizer_state(tensors, state["optimizer"]))
+                set_rng_state(tensors, state["rng"])
+                step = int(state["step"])
+                logger.info("train: resumed '%s' at step %d from %s", out, step, folder.name)
 
-    # 4. the steps
-    writer = _summary_writer(out / "tensorboard", purge_step=step or None) if is_main else None
-    bar = None
-    if is_main and not quiet:
-        from tqdm.auto import tqdm
+        # 4. the steps
+        writer = _summary_writer(out / "tensorboard", purge_step=step or None) if is_main else None
+        bar = None
+        if is_main and not quiet:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=stop, initial=min(step, stop), desc=f"train {task.name}", unit="step", dynamic_ncols=True)
-    last_saved = step if resume and step else None
+            bar = tqdm(total=stop, initial=min(step, stop), desc=f"train {task.name}", unit="step", dynamic_ncols=True)
+        last_saved = step if resume and step else None
 
-    def save(done: int) -> Path:
-        nonlocal last_saved
-        folder = out / CHECKPOINTS_DIR / checkpoint_name(done)
-        if last_saved == done and folder.is_dir():
+        def save(done: int) -> Path:
+            nonlocal last_saved
+            folder = out / CHECKPOINTS_DIR / checkpoint_name(done)
+            if last_saved == done and folder.is_dir():
+                return folder
+            accelerator.wait_for_everyone()
+            if is_main:
+                tensors = {f"model.{name}.{key}": value for name in names
+                           for key, value in accelerator.unwrap_model(modules[name]).state_dict().items()}
+                optim_tensors, optim_part = flatten_optimizer_state(optimizer.state_dict())
+                rng_tensors, rng_part = rng_state()
+                state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "task": task.name, "step": done,
+                         "config": config_dict, "optimizer": optim_part, "rng": rng_part, "scalars": scalars}
+                write_checkpoint(folder, {**tensors, **optim_tensors, **rng_tensors}, state)
+                for _old_step, old in list_checkpoints(out)[:-config.keep_checkpoints]:
+                    shutil.rmtree(old, ignore_errors=True)
+            accelerator.wait_for_everyone()
+            last_saved = done
             return folder
+
+        scalars: dict[str, float] = {}
+        for module in modules.values():
+            module.train()
+        try:
+            while step < stop:
+                # 4a. one optimizer step
+                lr = learning_rate(config, step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                batch = parts.data.batch(step, rank=accelerator.process_index, world=accelerator.num_processes)
+                batch = _to_device(batch, accelerator.device)
+                with accelerator.autocast():
+                    loss, scalars = task.loss(models, batch)
+                if not torch.isfinite(loss.detach()).all():
+                    saved = [done for done, _ in list_checkpoints(out)]
+                    raise RuntimeError(f"train: loss is {loss.item()} at step {step} of task {task.name!r}; lower "
+                                       f"lr (now {lr:g}) or resume from an earlier checkpoint with --resume-from "
+                                       f"STEP (saved steps: {saved or 'none'})")
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                scalars = {"loss": float(loss.detach()), **{k: float(v) for k, v in scalars.items()}, "lr": lr}
+                if config.grad_clip > 0 and accelerator.sync_gradients:
+                    scalars["grad_norm"] = float(accelerator.clip_grad_norm_(params, config.grad_clip))
+                optimizer.step()
+                step += 1
+
+                # 4b. report, then let the caller stop us
+                if step % config.log_every == 0 or step == stop:
+                    if writer is not None:
+                        for key, value in scalars.items():
+                            writer.add_scalar(f"{task.name}/{key}", value, step)
+                    if bar is not None:
+                        bar.set_postfix_str(_format_scalars(scalars), refresh=False)
+                if bar is not None:
+                    bar.update(1)
+                if progress is not None:
+                    try:
+                        progress(step, stop, dict(scalars))
+                    except BaseException:
+                        save(step)
+                        raise
+                if step % config.checkpoint_every == 0 or step == stop:
+                    save(step)
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+
+        # 5. the result
+        if step < config.steps:
+            folder = out / CHECKPOINTS_DIR / checkpoint_name(step)
+            logger.info("train: stopped at step %d of %d (max_steps); resume with --resume", step, config.steps)
+            return folder if folder.is_dir() else save(step)
+        final = out / FINAL_DIR
         accelerator.wait_for_everyone()
         if is_main:
-            tensors = {f"model.{name}.{key}": value for name in names
-                       for key, value in accelerator.unwrap_model(modules[name]).state_dict().items()}
-            optim_tensors, optim_part = flatten_optimizer_state(optimizer.state_dict())
-            rng_tensors, rng_part = rng_state()
-            state = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "task": task.name, "step": done,
-                     "config": config_dict, "optimizer": optim_part, "rng": rng_part, "scalars": scalars}
-            write_checkpoint(folder, {**tensors, **optim_tensors, **rng_tensors}, state)
-            for _old_step, old in list_checkpoints(out)[:-config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            for module in modules.values():
+                module.eval()
+            task.export({**{name: accelerator.unwrap_model(module) for name, module in modules.items()},
+                         **parts.frozen}, final)
+            logger.info("train: %s done after %d steps; model in '%s'", task.name, step, final)
         accelerator.wait_for_everyone()
-        last_saved = done
-        return folder
-
-    scalars: dict[str, float] = {}
-    for module in modules.values():
-        module.train()
-    try:
-        while step < stop:
-            # 4a. one optimizer step
-            lr = learning_rate(config, step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = parts.data.batch(step, rank=accelerator.process_index, world=accelerator.num_processes)
-            batch = _to_device(batch, accelerator.device)
-            with accelerator.autocast():
-                loss, scalars = task.loss(models, batch)
-            if not torch.isfinite(loss.detach()).all():
-                raise RuntimeError(f"train: loss is {loss.item()} at step {step} of task {task.name!r}; lower lr "
-                                   f"(now {lr:g}) or resume from an earlier checkpoint")
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            scalars = {"loss": float(loss.detach()), **{k: float(v) for k, v in scalars.items()}, "lr": lr}
-            if config.grad_clip > 0 and accelerator.sync_gradients:
-                scalars["grad_norm"] = float(accelerator.clip_grad_norm_(params, config.grad_clip))
-            optimizer.step()
-            step += 1
-
-            # 4b. report, then let the caller stop us
-            if step % config.log_every == 0 or step == stop:
-                if writer is not None:
-                    for key, value in scalars.items():
-                        writer.add_scalar(f"{task.name}/{key}", value, step)
-                if bar is not None:
-                    bar.set_postfix_str(_format_scalars(scalars), refresh=False)
-            if bar is not None:
-                bar.update(1)
-            if progress is not None:
-                try:
-                    progress(step, stop, dict(scalars))
-                except BaseException:
-                    save(step)
-                    raise
-            if step % config.checkpoint_every == 0 or step == stop:
-                save(step)
-    finally:
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-
-    # 5. the result
-    if step < config.steps:
-        folder = out / CHECKPOINTS_DIR / checkpoint_name(step)
-        logger.info("train: stopped at step %d of %d (max_steps); resume with --resume", step, config.steps)
-        return folder if folder.is_dir() else save(step)
-    final = out / FINAL_DIR
-    accelerator.wait_for_everyone()
-    if is_main:
-        for module in modules.values():
-            module.eval()
-        task.export({**{name: accelerator.unwrap_model(module) for name, module in modules.items()},
-                     **parts.frozen}, final)
-        logger.info("train: %s done after %d steps; model in '%s'", task.name, step, final)
-    accelerator.wait_for_everyone()
-    return final
+        return final

@@ -8,6 +8,7 @@ rows reduced to (F, A) by ``motion.generator.reduce_audio_rows``) and the same c
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ from .loop import LoopConfig
 logger = logging.getLogger(__name__)
 
 FEATURES_DIR = "features"
+FEATURES_VERSION = 2  # bump when the encoding of cached features changes (2: per-clip content stamps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,22 +74,47 @@ def _encoder(spec: AudioSpec):
     return load_audio_encoder(spec.encoder, models_dir=spec.models_dir)
 
 
-def cached_features(root: Path, clip_ids: list[str], spec: AudioSpec, cache_dir: Path) -> dict[str, Path]:
-    """Encode each clip's `spec.source` once into cache_dir/features/<dataset>/<spec>/<clip>.safetensors.
+def content_stamp(paths, extra: str = "") -> str:
+    """A short hash of the names, sizes and modification times (ns) of `paths` (files or folders, whose files
+    count one level deep) and `extra`: changes whenever one of those files is replaced or edited."""
+    digest = hashlib.sha1(extra.encode())
+    for path in paths:
+        path = Path(path)
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        for item in files:
+            stat = item.stat()
+            digest.update(f"{item.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:12]
 
-    The dataset part of the key hashes the dataset's absolute path and its index.json, so a changed dataset
-    gets new features. A cached file of the wrong length is recomputed.
+
+def _encoder_stamp(spec: AudioSpec) -> str:
+    """The encoder part of the cache key: its name/config (spec.key) and, for local weights, their content."""
+    local = Path(spec.encoder).expanduser()
+    weights = [local] if local.exists() else []
+    return content_stamp(weights, f"{spec.key()} features-v{FEATURES_VERSION}")
+
+
+def cached_features(root: Path, clip_ids: list[str], spec: AudioSpec, cache_dir: Path) -> dict[str, Path]:
+    """Encode each clip's `spec.source` once into
+    cache_dir/features/<dataset>/<spec>-<encoder stamp>/<clip>-<clip stamp>.safetensors.
+
+    The key covers the content the features are built from: the dataset's absolute path and index.json, the
+    encoder's name, layers and source (and the size and time stamps of local encoder weights), and per clip the
+    size and modification time of its meta.json and source wav. Replacing a clip's audio.wav therefore encodes
+    it again (the stale file of that clip is removed); a cached file of the wrong length is recomputed.
     """
     from ..audio.features import SingerAudioFeatures
-    from ..data.format import read_clip
+    from ..data.format import META_FILE, read_clip
 
     root = Path(root).resolve()
     dataset_key = hashlib.sha1((str(root) + (root / "index.json").read_text()).encode()).hexdigest()[:12]
-    folder = Path(cache_dir) / FEATURES_DIR / f"{root.name[:40]}-{dataset_key}" / spec.key()
+    folder = (Path(cache_dir) / FEATURES_DIR / f"{root.name[:40]}-{dataset_key}" /
+              f"{spec.key()}-{_encoder_stamp(spec)}")
     paths, encoder = {}, None
     for clip_id in clip_ids:
-        path = folder / f"{clip_id}.safetensors"
         clip = read_clip(root / clip_id)
+        stamp = content_stamp([clip.path(META_FILE), clip.path(spec.source)])
+        path = folder / f"{clip_id}-{stamp}.safetensors"
         if path.is_file():
             try:
                 if SingerAudioFeatures.load(path).frames == clip.meta.frames:
@@ -95,6 +122,9 @@ def cached_features(root: Path, clip_ids: list[str], spec: AudioSpec, cache_dir:
                     continue
             except ValueError as error:
                 logger.warning("motion data: recomputing damaged features '%s' (%s)", path, error)
+        for stale in folder.glob(f"{glob.escape(clip_id)}-*.safetensors"):  # features of replaced audio
+            if stale.name != path.name and len(stale.name) == len(path.name):
+                stale.unlink(missing_ok=True)
         if encoder is None:
             encoder = _encoder(spec)
         waveform = clip.read_wav(spec.source)
