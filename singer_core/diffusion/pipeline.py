@@ -16,6 +16,7 @@ from ..audio.features import SingerAudioFeatures
 from ..face.crop import HALLO_EXPAND_RATIO, CropTransform, expand_box, paste_back, square_crop
 from ..face.detect import Box
 from ..io.config import JsonConfig
+from ..ops.noise_schedule import NoiseSchedule
 from .config import DiffusionConfig
 from .face_embedding import (
     FaceEmbedder,
@@ -25,7 +26,7 @@ from .face_embedding import (
 )
 from .masks import LIP_EXPAND_RATIO, face_masks
 from .net import SingerNet
-from .sampling import NoiseSchedule, sample_long
+from .sampling import sample_long
 from .vae import decode_latents, encode_images, vae_downscale
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,9 @@ from ..audio.features import SingerAudioFeatures
 from ..face.motion_types import ANGLE_DIM, EXP_DIM, TRANS_DIM, SingerMotion
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig
+from ..ops.noise_schedule import NoiseSchedule
 from .dit import MotionDiT, MotionDiTConfig
-from .sampling import DiffusionSchedule, DiffusionScheduleConfig, sample
+from .sampling import sample
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +96,10 @@ class MotionModelConfig(JsonConfig):
                                heads=self.heads, mlp_ratio=self.mlp_ratio, mask_k=self.mask_k,
                                time_dim=self.time_dim, dropout=self.dropout)
 
-    def schedule_config(self) -> DiffusionScheduleConfig:
-        return DiffusionScheduleConfig(steps=self.diffusion_steps, beta_start=self.beta_start,
-                                       beta_end=self.beta_end, schedule=self.beta_schedule)
+    def schedule_config(self) -> NoiseSchedule:
+        """The x0-prediction noise schedule of FD2Talk (NoiseSchedule.fd2talk) with this config's betas."""
+        return NoiseSchedule.fd2talk(train_steps=self.diffusion_steps, beta_start=self.beta_start,
+                                     beta_end=self.beta_end, beta_schedule=self.beta_schedule)
 
 
 class MotionModel(nn.Module, PretrainedMixin):
@@ -128,9 +130,9 @@ class MotionModel(nn.Module, PretrainedMixin):
         self.register_buffer("audio_std", torch.ones(config.audio_dim))
 
     @property
-    def schedule(self) -> DiffusionSchedule:
+    def schedule(self) -> NoiseSchedule:
         """The noise schedule this model is trained / sampled with."""
-        return DiffusionSchedule.from_config(self.config.schedule_config())
+        return self.config.schedule_config()
 
     # ---- normalisation ---------------------------------------------------------------------------
     def set_normalization(self, exp_mean: torch.Tensor, exp_std: torch.Tensor, pose_mean: torch.Tensor,
