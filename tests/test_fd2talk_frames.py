@@ -167,6 +167,19 @@ def test_frames_task_resumes_exactly_and_exports_a_loadable_model(work):
     autoencoder = FrameAutoencoder.from_pretrained(whole / "autoencoder")
     assert unet.config.sample_size == 8 and autoencoder.vae.decoder.conv_in.in_channels == 8
     assert float(unet.motion_std.min()) > 0 and not torch.equal(unet.motion_std, torch.ones(70))
+    # the exported folder animates a portrait; the result does not depend on how frames are batched
+    from singer_core.diffusion.fd2talk_portrait import animate_portrait, load_frame_model
+
+    model = load_frame_model(whole)
+    portrait, motion, calls = torch.rand(40, 48, 3), torch.randn(5, 70), []
+    video = animate_portrait(model, portrait, motion, steps=2, seed=1, frame_batch=2,
+                             progress=lambda done, total: calls.append((done, total)))
+    assert video.shape == (5, 32, 32, 3) and 0 <= float(video.min()) and float(video.max()) <= 1
+    assert calls[-1] == (10, 10) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    torch.testing.assert_close(animate_portrait(model, portrait, motion, steps=2, seed=1, frame_batch=5), video,
+                               atol=2e-4, rtol=0)  # batched convolutions round differently
+    with pytest.raises(FileNotFoundError, match="unet/"):
+        load_frame_model(work["root"])
 
 
 def test_frame_autoencoder_task_trains_from_a_vae_and_rescales(work):

@@ -24,12 +24,11 @@ from pathlib import Path
 import torch
 
 from ..data.synthetic import SynthSingerConfig
+from ..diffusion.fd2talk_portrait import FRAME_MODEL_INFO
 from .loop import EpochSampler, LoopConfig, TrainParts, step_generator
 from .motion_data import synth_dataset
 
 logger = logging.getLogger(__name__)
-
-FRAME_MODEL_INFO = "fd2talk_frames.json"
 
 
 @dataclasses.dataclass(frozen=True)
