@@ -221,3 +221,20 @@ def test_trained_tiny_dit_follows_the_audio_across_windows():
     target = torch.tanh(audio @ weight)
     out = sample(model.eval(), audio, steps=20, overlap=4, seed=0)
     assert float(((out - target) ** 2).mean()) < 0.05 * float(target.var())
+
+
+def test_x0_range_keeps_every_sampled_frame_inside_the_box():
+    def wild(x_t, t, audio):  # a model whose x0 estimates leave any plausible range
+        return 5.0 * torch.sin(audio @ torch.ones(6, 3)) + 3.0 * x_t
+
+    audio = torch.randn(1, 30, 6, generator=torch.Generator().manual_seed(0))
+    low, high = torch.tensor([-1.0, -0.5, 0.0]), torch.tensor([1.0, 0.5, 2.0])
+    free = sample(wild, audio, steps=10, seed=1, window=12, overlap=3, motion_dim=3)
+    boxed = sample(wild, audio, steps=10, seed=1, window=12, overlap=3, motion_dim=3, x0_range=(low, high))
+    assert bool(((free < low) | (free > high)).any())  # without the prior it leaves the box
+    assert bool(((boxed >= low - 1e-6) & (boxed <= high + 1e-6)).all())
+    inside = sample(wild, audio, steps=10, seed=1, window=12, overlap=3, motion_dim=3,
+                    x0_range=(torch.full((3,), -1e9), torch.full((3,), 1e9)))
+    torch.testing.assert_close(inside, free)  # a box nothing reaches changes nothing
+    with pytest.raises(ValueError, match="x0_range"):
+        sample(wild, audio, steps=2, window=12, motion_dim=3, x0_range=(high, low))

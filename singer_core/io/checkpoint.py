@@ -193,6 +193,8 @@ class PretrainedMixin:
 
     config_class: ClassVar[type]
     model_type: ClassVar[str | None] = None
+    # keys a file written by an older version may lack (they keep their initial values); all others are strict
+    optional_keys: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def _type_name(cls) -> str:
@@ -240,7 +242,12 @@ class PretrainedMixin:
         config = cls.read_config(folder)
         model = cls(config)  # type: ignore[call-arg]
         state = load_tensors(folder / WEIGHTS_NAME)
-        check_state_dict(model, state, source=f"{cls.__name__}.from_pretrained('{folder}')")  # type: ignore[arg-type]
-        model.load_state_dict(state, strict=True)  # type: ignore[attr-defined]
+        check_state_dict(model, state, source=f"{cls.__name__}.from_pretrained('{folder}')",  # type: ignore[arg-type]
+                         allow_missing=cls.optional_keys)
+        absent = [key for key in cls.optional_keys if key not in state]
+        if absent:
+            logger.info("%s.from_pretrained('%s'): written before %s existed; keeping their defaults", cls.__name__,
+                        folder, ", ".join(absent))
+        model.load_state_dict(state, strict=not absent)  # type: ignore[attr-defined]
         model.to(device=device, dtype=dtype)  # type: ignore[attr-defined]
         return model.eval()  # type: ignore[attr-defined]

@@ -55,7 +55,7 @@ def _make_generator(seed: int | torch.Generator) -> torch.Generator:
 def sample(model: Callable[..., torch.Tensor], audio: torch.Tensor, *, steps: int = 50, eta: float = 0.0,
            seed: int | torch.Generator = 0, window: int | None = None, overlap: int = 5,
            schedule: NoiseSchedule | None = None, motion_dim: int | None = None, window_batch: int = 64,
-           progress: Progress | None = None) -> torch.Tensor:
+           x0_range: tuple[torch.Tensor, torch.Tensor] | None = None, progress: Progress | None = None) -> torch.Tensor:
     """DDIM sampling of x0-prediction motion (FD2Talk eq. 5) for sequences of any length.
 
     Sequences longer than `window` are cut into windows overlapping by `overlap` frames. All windows share
@@ -76,6 +76,10 @@ def sample(model: Callable[..., torch.Tensor], audio: torch.Tensor, *, steps: in
             x0 prediction, leading spacing).
         motion_dim: D; default model.config.motion_dim.
         window_batch: most windows (times B) per model call, to bound memory on long songs.
+        x0_range: (low (D,), high (D,)) box the blended x0 estimate is clipped to before every DDIM step (the
+            data-range prior: DDPM's clipping of x0 to the data range, with the range of each coefficient
+            measured on the training set); None = no clipping. With leading spacing the last step returns the
+            clipped x0, so every sampled frame lies in the box.
         progress: progress(done, total) after every step (total = steps); may raise to stop.
 
     Returns:
@@ -105,6 +109,12 @@ def sample(model: Callable[..., torch.Tensor], audio: torch.Tensor, *, steps: in
     index = (torch.tensor(starts, device=device)[:, None] + torch.arange(width, device=device)).reshape(-1)
     total = torch.zeros(frames, device=device, dtype=dtype).index_add_(0, index, weights.reshape(-1))
     audio_windows = audio[:, index].reshape(batch * len(starts), width, -1)  # (B*N, W, A), batch-major
+    low = high = None
+    if x0_range is not None:
+        low, high = (torch.as_tensor(v).to(device=device, dtype=dtype) for v in x0_range)
+        if low.shape != (motion_dim,) or high.shape != (motion_dim,) or bool((low > high).any()):
+            raise ValueError(f"sample: x0_range must be two ({motion_dim},) tensors with low <= high, got "
+                             f"{tuple(low.shape)}, {tuple(high.shape)}")
 
     def blended(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x0 estimate of every window, blended into one (B, F, D) sequence."""
@@ -115,7 +125,8 @@ def sample(model: Callable[..., torch.Tensor], audio: torch.Tensor, *, steps: in
                                for i in range(0, x_windows.shape[0], window_batch)])
         predicted = predicted.reshape(batch, len(starts), width, motion_dim) * weights[None, :, :, None]
         x0_hat = torch.zeros_like(x).index_add_(1, index, predicted.reshape(batch, -1, motion_dim))
-        return x0_hat / total[None, :, None]
+        x0_hat = x0_hat / total[None, :, None]
+        return x0_hat if low is None else torch.maximum(torch.minimum(x0_hat, high), low)
 
     # 2. x_T ~ N(0, I), then DDIM (eq. 5) on the whole sequence, the noise of eta > 0 from the same generator
     x = torch.randn(batch, frames, motion_dim, generator=generator).to(device=device, dtype=dtype)

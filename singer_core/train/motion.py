@@ -153,6 +153,7 @@ class MotionTask:
                              "learns one rate: preprocess the videos at one fps (e.g. --fps 25)")
         model = MotionModel(config.model_config(clips.encoder, clips.rows, clips.width, fps=rates.pop()))
         model.set_normalization(stats["exp_mean"], stats["exp_std"], stats["pose_mean"], stats["pose_std"])
+        model.set_data_range(torch.cat(clips.exp), torch.cat(clips.pose))  # the data-range prior of generate()
         stats = {key: getattr(model, key).detach().clone() for key in stats}  # the clamped stds the model keeps
         self.timesteps = model.config.diffusion_steps
         self.alphas_cumprod = model.schedule.alphas_cumprod  # (T,) float64
