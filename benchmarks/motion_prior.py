@@ -5,8 +5,10 @@ the motion of unseen SynthSinger songs (seeds the training set never used), with
 sampler as it was) and on (the x0 estimate clipped at every DDIM step to each coefficient's training range,
 widened by ``--margin`` of its width). Per song:
 
-- mesh folds: frames whose expression folds the procedural face mesh -- some clearly front-facing triangle of
-  the neutral face (normal z > 0.5) turns over in the frontal projection (signed area changes sign);
+- mesh folds: frames whose expression folds the lower face of the procedural mesh -- some clearly front-facing
+  triangle of the neutral face (normal z > 0.5) nearest to a jaw-line or mouth landmark (0-16, 48-67) turns
+  over in the frontal projection (signed area changes sign). The eyes are left out: a blink closes the lids
+  over each other, and the ground truth does that;
 - out of range: frames with a coefficient outside the training range widened by 10 % of its width (and by
   0.1 standard deviations for coefficients that never move in training);
 - jaw r: Pearson correlation of the sampled jaw opening with the ground-truth jaw of the song (driven by the
@@ -33,13 +35,17 @@ import torch
 
 
 def frontal_triangles(face) -> tuple[torch.Tensor, torch.Tensor]:
-    """(triangles (K, 3), neutral signed areas (K,)) of the clearly front-facing triangles of the mean face."""
+    """(triangles (K, 3), neutral signed areas (K,)) of the clearly front-facing lower-face triangles of the mean
+    face: normal z > 0.5, nearest (in x, y) to a jaw-line (0-16) or mouth (48-67) landmark."""
     verts = face.mean_shape.double()
     tri = face.triangles
     a, b, c = verts[tri[:, 0]], verts[tri[:, 1]], verts[tri[:, 2]]
     normal = torch.linalg.cross(b - a, c - a)
     facing = normal[:, 2] / normal.norm(dim=1).clamp_min(1e-12) > 0.5
-    return tri[facing], signed_areas(verts[None], tri[facing])[0]
+    nearest = torch.cdist(((a + b + c) / 3)[:, :2], verts[face.landmarks68][:, :2]).argmin(1)
+    lower = (nearest <= 16) | (nearest >= 48)
+    keep = facing & lower
+    return tri[keep], signed_areas(verts[None], tri[keep])[0]
 
 
 def signed_areas(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
