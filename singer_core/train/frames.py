@@ -211,7 +211,7 @@ class FramesTask:
         # 1. data, the frozen encoder, every frame's latent once
         root = config.dataset(data_dir, cache_dir)
         clips = load_frame_clips(root, config.split, config.image_size)
-        autoencoder_path = self._autoencoder(config, cache_dir, device)
+        autoencoder_path = self._autoencoder(config, data_dir, cache_dir, device)
         autoencoder = load_frame_autoencoder(autoencoder_path, image_size=config.image_size).to(device)
         latents = [encode_clip_frames(autoencoder, clip.frames, device) for clip in clips]
         channels, side = latents[0].shape[1], latents[0].shape[2]
@@ -231,10 +231,13 @@ class FramesTask:
         self.alphas_cumprod = config.schedule().alphas_cumprod
         return TrainParts(trainable={"unet": unet}, frozen={}, data=FrameBatches(latents, motion, config))
 
-    def _autoencoder(self, config: FramesTrainConfig, cache_dir: Path, device) -> str:
-        """config.autoencoder, or the tiny frame autoencoder trained on this run's frames (once, cached)."""
+    def _autoencoder(self, config: FramesTrainConfig, data_dir: Path | None, cache_dir: Path, device) -> str:
+        """config.autoencoder, or the tiny frame autoencoder trained on this run's SynthSinger frames (once, cached)."""
         if config.autoencoder:
             return config.autoencoder
+        if data_dir is not None:
+            raise ValueError("frames task: with your own --data, give autoencoder (a frame-autoencoder task's final "
+                             "folder trained on that data, or a diffusers AutoencoderKL folder)")
         from .frame_autoencoder import FrameAutoencoderTask
         from .loop import FINAL_DIR, train
 
