@@ -52,6 +52,11 @@ def test_frame_unet_shapes_and_dependence_on_both_conditions(condition):
         assert not torch.allclose(unet(x, t, motion, reference.flip(-1)), out, atol=1e-5)  # phi_2 sees positions
         tokens = unet.condition_tokens(motion, reference)
         torch.testing.assert_close(unet(x, t, tokens=tokens), out)
+    unet.set_normalization(torch.zeros(70), torch.cat([torch.ones(69), torch.zeros(1)]))  # the last never moves
+    with torch.no_grad():
+        moved = motion.clone()
+        moved[:, -1] += 100.0
+        torch.testing.assert_close(unet(x, t, moved, reference), unet(x, t, motion, reference))
     with pytest.raises(ValueError, match=r"motion must be \(B, 70\)"):
         unet(x, t, motion[:, :64], reference)
     with pytest.raises(ValueError, match="divisible by 2"):
@@ -167,6 +172,7 @@ def test_frames_task_resumes_exactly_and_exports_a_loadable_model(work):
     autoencoder = FrameAutoencoder.from_pretrained(whole / "autoencoder")
     assert unet.config.sample_size == 8 and autoencoder.vae.decoder.conv_in.in_channels == 8
     assert float(unet.motion_std.min()) > 0 and not torch.equal(unet.motion_std, torch.ones(70))
+    assert bool(torch.isinf(unet.motion_std).any())  # coefficients SynthSinger never moves are ignored
     # the exported folder animates a portrait; the result does not depend on how frames are batched
     from singer_core.diffusion.fd2talk_portrait import animate_portrait, load_frame_model
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 
 import torch
@@ -185,14 +186,19 @@ class FrameUNet(nn.Module, PretrainedMixin):
         self.conv_out = nn.Conv2d(channels, config.latent_channels, 3, padding=1)
 
     # ---- conditions -------------------------------------------------------------------------------
-    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor, min_std: float = 1e-4) -> None:
-        """Store per-coefficient statistics (motion_dim,) of the training motion (stds clamped to min_std)."""
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor, min_std: float = 1e-3) -> None:
+        """Store per-coefficient statistics (motion_dim,) of the training motion. A coefficient whose std is below
+        min_std never moves in the training data, so the UNet cannot learn what it does: its std is stored as
+        +inf and it is ignored (normalised to 0) -- a motion model trained on other data may move it, and a
+        clamped tiny std would turn that into huge, never-seen inputs."""
         for name, value in (("motion_mean", mean), ("motion_std", std)):
             value = torch.as_tensor(value, dtype=torch.float32)
             if tuple(value.shape) != (self.config.motion_dim,) or not bool(torch.isfinite(value).all()):
                 raise ValueError(f"FrameUNet.set_normalization: {name} must be finite and shaped "
                                  f"({self.config.motion_dim},), got {tuple(value.shape)}")
-            getattr(self, name).copy_(value.clamp(min=min_std) if name == "motion_std" else value)
+            if name == "motion_std":
+                value = torch.where(value < min_std, torch.full_like(value, math.inf), value)
+            getattr(self, name).copy_(value)
 
     def condition_tokens(self, motion: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """motion (B, motion_dim) raw [exp, angle, trans]; reference (B, d, h, w) latent x ->
