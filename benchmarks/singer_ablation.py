@@ -217,8 +217,8 @@ def generate_scores(final: Path, clips: list[dict], args, seed: int) -> dict[str
     """Generate every test clip with a trained folder's SingerPipeline and score it."""
     from singer_core.diffusion.net import SingerNet
     from singer_core.diffusion.pipeline import PipelineOptions, SingerPipeline
-    from singer_core.diffusion.sampling import NoiseSchedule
     from singer_core.diffusion.vae import load_vae
+    from singer_core.ops.noise_schedule import NoiseSchedule
 
     info = json.loads((final / "singer_training.json").read_text())
     net = SingerNet.from_pretrained(final)

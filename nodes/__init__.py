@@ -14,6 +14,7 @@ from .audio import (
 from .comfy_bridge import register_model_folders
 from .diffusion import SingerModelLoader, SingerSampleVideo
 from .face import SingerFaceCrop, SingerFacePaste, SingerRenderMotion, SingerSynthSinger
+from .fd2talk import SingerAnimatePortrait, SingerFrameModelLoader
 from .metrics import SingerEvaluate, SingerFVD
 from .motion import SingerMotionLoader, SingerSampleMotion
 from .nerf import SingerNeRFLoader, SingerNeRFRender, SingerTextToSpeech
@@ -33,6 +34,8 @@ NODES: list[type[io.ComfyNode]] = [
     SingerFacePaste,
     SingerMotionLoader,
     SingerSampleMotion,
+    SingerFrameModelLoader,
+    SingerAnimatePortrait,
     SingerEvaluate,
     SingerFVD,
     SingerTrain,

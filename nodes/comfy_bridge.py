@@ -19,6 +19,7 @@ FaceCrop = io.Custom("SINGER_FACE_CROP")  # singer_core.face.crop.CropTransform
 MotionModelType = io.Custom("SINGER_MOTION_MODEL")  # singer_core.motion.generator.MotionModel
 SingerModelType = io.Custom("SINGER_VIDEO_MODEL")  # singer_core.diffusion.preview.SingerVideoModel
 NerfModelType = io.Custom("SINGER_NERF_MODEL")  # singer_core.nerf.preview.NerfSubjectRenderer
+FrameModelType = io.Custom("SINGER_FRAME_MODEL")  # singer_core.diffusion.fd2talk_portrait.FrameModel
 
 # Model folders under ComfyUI/models. "audio_encoders" is ComfyUI's own (v0.3.50+); we add it only if missing.
 AUDIO_ENCODER_FOLDER = "audio_encoders"
@@ -29,13 +30,14 @@ SINGER_MODEL_FOLDER = "singer"  # SINGER video models: our save_pretrained folde
 VAE_FOLDER = "vae"  # ComfyUI's own VAE folder (sd-vae-ft-mse as a diffusers folder or a single file)
 ANIMATEDIFF_FOLDER = "animatediff_models"  # AnimateDiff motion modules (mm_sd_v15_v2.ckpt), as AnimateDiff-Evolved
 NERF_MODEL_FOLDER = "singer_nerf"  # per-subject audio NeRFs (nerf task out/final folders)
+FRAME_MODEL_FOLDER = "singer_frames"  # FD2Talk frame models (frames task out/final folders)
 TTS_FOLDER = "tts"  # transformers TTS folders (SpeechT5 with vocoder/, VITS / MMS-TTS)
 
 
 def register_model_folders() -> None:
     """Add the pack's model folders to ComfyUI's search paths (never overwriting existing entries)."""
     for name in (AUDIO_ENCODER_FOLDER, SEPARATOR_FOLDER, MOTION_MODEL_FOLDER, EVAL_FOLDER, SINGER_MODEL_FOLDER, VAE_FOLDER,
-                 ANIMATEDIFF_FOLDER, NERF_MODEL_FOLDER, TTS_FOLDER):
+                 ANIMATEDIFF_FOLDER, NERF_MODEL_FOLDER, TTS_FOLDER, FRAME_MODEL_FOLDER):
         if name not in folder_paths.folder_names_and_paths:
             folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
 

@@ -9,6 +9,8 @@ sampling head and face motion from the song, rendered as motion_preview.mp4 with
 trained once on SynthSinger and cached in out/models/), the DAMC NeRF of a SynthSinger subject driven by the song
 (nerf_preview.mp4), and SINGER itself: the portrait + the song's vocals through the tiny SINGER stack (reference
 UNet, denoising UNet3D with audio modules, MSM and SFM, VAE), written as singer_video.mp4 with the song.
+FD2Talk's second stage animates a portrait with that sampled motion through the frame Diffusion UNet
+(fd2talk_video.mp4; the tiny frame model is trained once per singer on CPU and cached in out/models/frames-demo).
 The tiny stack is trained once on CPU (a few minutes; cached in out/models/singer-demo) on one SynthSinger singer,
 so the portrait is that singer's; any other face needs the official full-size weights (README).
 """
@@ -39,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--singer-steps", type=int, default=None,
                         help="training steps of the tiny SINGER stack and its VAE (default: the singer task's tiny "
                              "preset, a few CPU minutes)")
-    parser.add_argument("--sample-steps", type=int, default=20, help="DDIM steps of the SINGER video")
+    parser.add_argument("--sample-steps", type=int, default=20, help="DDIM steps of the SINGER and FD2Talk videos")
+    parser.add_argument("--frames-steps", type=int, default=None,
+                        help="training steps of the FD2Talk frame model, its autoencoder and VAE (default: the frames "
+                             "task's tiny preset, several CPU minutes)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: the demo's tiny models run 2-3x faster on one thread "
                              "than on two on a 2-core machine; 0 = torch's default)")
@@ -120,7 +125,9 @@ def _run(args) -> int:
 
     # 6. the motion DiT (FD2Talk stage 1): a small model trained once on SynthSinger (cached under out/), then
     #    sampled from the demo song's features and rendered on the singer's face with the song
-    motion_path, motion_frames = _motion_preview(out, song, rate, clip, args.seed, args.motion_preset)
+    motion_path, motion_frames, motion = _motion_preview(out, song, rate, clip, args.seed, args.motion_preset)
+    # 6b. FD2Talk stage 2: that motion animates a portrait of the frame model's singer (trained once, cached)
+    fd2talk_path = _fd2talk_video(out, song, rate, motion, args)
 
     # 7. DAMC: a tri-plane hash-grid NeRF of one SynthSinger subject (trained once, cached in out/models),
     #    driven by the song's audio features
@@ -144,6 +151,8 @@ def _run(args) -> int:
                 clip_path, clip.frames.shape[0])
     logger.info("motion:    %s (motion DiT sampled from the song, %d frames, rendered with the song)",
                 motion_path, motion_frames)
+    logger.info("fd2talk:   %s (the sampled motion animating a portrait through the frame Diffusion UNet)",
+                fd2talk_path)
     logger.info("nerf:      %s (audio-driven NeRF of a SynthSinger subject, with the song)", nerf_path)
     logger.info("singer:    %s (SINGER tiny stack: portrait + vocals -> %d generated frames, with the song)",
                 singer_path, singer_frames)
@@ -151,7 +160,7 @@ def _run(args) -> int:
     return 0
 
 
-def _motion_preview(out: Path, song, rate: int, clip, seed: int, preset: str) -> tuple[Path, int]:
+def _motion_preview(out: Path, song, rate: int, clip, seed: int, preset: str) -> tuple[Path, int, object]:
     """Train (once; cached in out/models/motion-demo) and sample the motion DiT, render it with the song."""
     import shutil
 
@@ -188,7 +197,43 @@ def _motion_preview(out: Path, song, rate: int, clip, seed: int, preset: str) ->
         rendered = render_coeffs(face, full[start:start + 16], image_size=256, background=identity.background)
         frames[start:start + 16] = (rendered.images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     path = write_video(out / "motion_preview.mp4", frames, motion.fps, audio=song.mix, sample_rate=rate)
-    return path, motion.frames
+    return path, motion.frames, motion
+
+
+def _fd2talk_video(out: Path, song, rate: int, motion, args) -> Path:
+    """Train (once; cached in out/models/frames-demo) the tiny FD2Talk frame model and animate its singer's
+    portrait with the sampled motion; written at 256 px (the model's 64-px frames, upscaled) with the song."""
+    import shutil
+
+    import torch
+
+    from .data.synthetic import generate_clip
+    from .diffusion.fd2talk_portrait import animate_portrait, load_frame_model
+    from .io.video import write_video
+    from .train.frames import FramesTask
+    from .train.loop import resolve_config, train
+
+    model_dir = out / "models" / "frames-demo"
+    overrides = None
+    if args.frames_steps is not None:
+        steps = args.frames_steps
+        overrides = {"steps": steps, "autoencoder_steps": steps, "vae_steps": steps,
+                     "checkpoint_every": max(1, min(steps, 100))}
+    config = resolve_config(FramesTask, "tiny", overrides)
+    if not (model_dir / "fd2talk_frames.json").is_file():
+        logger.info("fd2talk:   training the tiny frame model once (VAE, frame autoencoder, frame UNet; several CPU "
+                    "minutes; cached in %s)", model_dir)
+        final = train("frames", preset="tiny", config=overrides, out=out / "runs" / "frames-demo",
+                      cache_dir=out / "cache", device="cpu", quiet=True)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        shutil.copytree(final, model_dir)
+    # the portrait: the first frame of the singer the frame model was trained on
+    portrait = generate_clip(config.synth_config(), 0).frames[0].float() / 255
+    frames = animate_portrait(load_frame_model(model_dir), portrait, motion, steps=args.sample_steps, seed=args.seed)
+    frames = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2), size=(256, 256), mode="bilinear",
+                                             align_corners=False)
+    frames = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return write_video(out / "fd2talk_video.mp4", frames, motion.fps, audio=song.mix, sample_rate=rate)
 
 
 def _singer_video(out: Path, song, vocals, rate: int, args) -> tuple[Path, int]:

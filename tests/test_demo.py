@@ -19,7 +19,7 @@ def test_demo_writes_song_vocals_features_and_subband_image(tmp_path):
     from singer_core.audio.features import SingerAudioFeatures
 
     assert demo.main(["--out", str(tmp_path), "--seconds", "2", "--levels", "3", "--motion-preset", "tiny",
-                      "--nerf-steps", "20", "--singer-steps", "2", "--sample-steps", "2"]) == 0
+                      "--nerf-steps", "20", "--singer-steps", "2", "--sample-steps", "2", "--frames-steps", "2"]) == 0
     for name, channels in (("song.wav", 2), ("vocals.wav", 2)):
         with wave.open(str(tmp_path / name)) as handle:
             assert handle.getframerate() == 16000 and handle.getnframes() == 32000
@@ -39,6 +39,9 @@ def test_demo_writes_song_vocals_features_and_subband_image(tmp_path):
     portrait = np.asarray(Image.open(tmp_path / "singer_portrait.png"))
     assert singer.frames.shape == (50, *portrait.shape) and singer.audio is not None
     assert singer.audio.shape[-1] == 32000 and (tmp_path / "models" / "singer-demo" / "vae").is_dir()
+    fd2talk = read_video(tmp_path / "fd2talk_video.mp4")  # the sampled motion animating the frame model's singer
+    assert fd2talk.frames.shape == (50, 256, 256, 3) and fd2talk.audio is not None
+    assert (tmp_path / "models" / "frames-demo" / "unet" / "model.safetensors").is_file()
     image = np.asarray(Image.open(tmp_path / "subbands.png"))
     assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] > 200 and image.std() > 10
 

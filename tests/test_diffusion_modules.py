@@ -226,21 +226,15 @@ def diffusers_ddim():
 
 
 def test_schedule_and_ddim_match_diffusers_scheduler():
-    from singer_core.diffusion.sampling import (
-        NoiseSchedule,
-        q_sample,
-        sample_ddim,
-        trailing_timesteps,
-        v_target,
-    )
+    from singer_core.ops.noise_schedule import NoiseSchedule, q_sample, sample_ddim, v_target
 
     reference = diffusers_ddim()
     schedule = NoiseSchedule()
-    cumprod = schedule.alphas_cumprod()
+    cumprod = schedule.alphas_cumprod
     torch.testing.assert_close(cumprod.float(), reference.alphas_cumprod, atol=1e-6, rtol=1e-5)
     assert cumprod[-1] == 0.0
     reference.set_timesteps(40)
-    assert trailing_timesteps(1000, 40).tolist() == reference.timesteps.tolist()
+    assert schedule.timesteps(40)[:, 0].tolist() == reference.timesteps.tolist()
     x0, noise, t = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2), torch.tensor([0, 500, 999])
     torch.testing.assert_close(q_sample(x0, noise, t, cumprod), reference.add_noise(x0, noise, t))
     torch.testing.assert_close(v_target(x0, noise, t, cumprod), reference.get_velocity(x0, noise, t))
@@ -252,7 +246,8 @@ def test_schedule_and_ddim_match_diffusers_scheduler():
 
     start = torch.randn(2, 4, 3, 3)
     calls = []
-    ours = sample_ddim(model, start, trailing_timesteps(1000, 40), progress=lambda done, total: calls.append(done))
+    ours = sample_ddim(model, start, schedule.timesteps(40), schedule=schedule,
+                       callback=lambda done, total: calls.append(done))
     x = start.clone()
     for t in reference.timesteps:
         x = reference.step(model(x, t), t, x).prev_sample

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from singer_core.motion.dit import MotionDiT, MotionDiTConfig
-from singer_core.motion.sampling import DiffusionSchedule, ddim_step, sample, window_starts
+from singer_core.motion.sampling import sample, window_starts
+from singer_core.ops.noise_schedule import NoiseSchedule, ddim_step, q_sample
 
 
 def reference_alpha_bar(steps=1000, start=1e-4, end=0.02):
@@ -24,27 +25,27 @@ def reference_ddim(x_t, x0, a_t, a_prev, eta, eps):
 
 
 def test_schedule_matches_linear_ddpm_in_float64():
-    schedule = DiffusionSchedule()
+    schedule = NoiseSchedule.fd2talk()
     assert schedule.alphas_cumprod.dtype == torch.float64
     np.testing.assert_allclose(schedule.alphas_cumprod.numpy(), reference_alpha_bar(), rtol=1e-12)
-    other = DiffusionSchedule(steps=200, beta_start=1e-3, beta_end=0.05)
+    other = NoiseSchedule.fd2talk(train_steps=200, beta_start=1e-3, beta_end=0.05)
     np.testing.assert_allclose(other.alphas_cumprod.numpy(), reference_alpha_bar(200, 1e-3, 0.05), rtol=1e-12)
-    cosine = DiffusionSchedule(schedule="cosine").alphas_cumprod
+    cosine = NoiseSchedule.fd2talk(beta_schedule="cosine").alphas_cumprod
     assert bool((cosine[1:] < cosine[:-1]).all()) and 0 < float(cosine[-1]) < 1e-3
-    with pytest.raises(ValueError, match="schedule must be one of"):
-        DiffusionSchedule(schedule="quadratic")
+    with pytest.raises(ValueError, match="beta_schedule must be one of"):
+        NoiseSchedule.fd2talk(beta_schedule="quadratic")
 
 
 def test_q_sample_closed_form():
-    schedule = DiffusionSchedule()
+    schedule = NoiseSchedule.fd2talk()
     x0, noise = torch.randn(4, 7, 3), torch.randn(4, 7, 3)
     t = torch.tensor([0, 10, 500, 999])
-    got = schedule.q_sample(x0, t, noise).double().numpy()
+    got = q_sample(x0, noise, t, schedule.alphas_cumprod).double().numpy()
     a = reference_alpha_bar()[t.numpy()][:, None, None]
     np.testing.assert_allclose(got, np.sqrt(a) * x0.double().numpy() + np.sqrt(1 - a) * noise.double().numpy(),
                                atol=1e-6)
     with pytest.raises(ValueError, match="0..999"):
-        schedule.q_sample(x0, torch.tensor([0, 1, 2, 1000]), noise)
+        q_sample(x0, noise, torch.tensor([0, 1, 2, 1000]), schedule.alphas_cumprod)
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
@@ -66,8 +67,9 @@ def test_ddim_final_step_returns_x0_and_eta_needs_noise():
 
 
 def test_timesteps_50_of_1000():
-    steps = DiffusionSchedule().timesteps(50)
-    assert steps == [1000 - 20 * (i + 1) for i in range(50)]
+    steps = NoiseSchedule.fd2talk().timesteps(50)
+    assert steps[:, 0].tolist() == [1000 - 20 * (i + 1) for i in range(50)]
+    assert steps[:, 1].tolist() == [1000 - 20 * (i + 2) for i in range(49)] + [-1]  # then the clean sample
 
 
 def test_single_window_sample_matches_hand_written_ddim_loop():
@@ -108,7 +110,7 @@ def test_per_frame_model_gives_the_same_result_windowed_or_not():
 def gaussian_process_denoiser(length_scale=3.0, seed=5):
     """The exact posterior mean E[x0 | x_t] for x0 ~ N(m(audio), C) (C: squared-exponential over frames)
     computed from the frames of the window only: what an ideal model trained on windows can know."""
-    schedule = DiffusionSchedule()
+    schedule = NoiseSchedule.fd2talk()
     weight = torch.randn(10, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
     def model(x_t, t, audio):
@@ -195,7 +197,7 @@ def test_window_starts_cover_the_sequence():
         assert all(b - a <= window - overlap for a, b in zip(starts, starts[1:], strict=False))
     with pytest.raises(ValueError, match="overlap"):
         sample(tiny_dit(), torch.randn(1, 9, 6), overlap=8)
-    assert math.isclose(DiffusionSchedule().alpha_bar(-1), 1.0)
+    assert math.isclose(NoiseSchedule.fd2talk().alpha_bar(-1), 1.0)
 
 
 @pytest.mark.slow
@@ -204,14 +206,14 @@ def test_trained_tiny_dit_follows_the_audio_across_windows():
     for a sequence 4x its training length (windows + seams) from pure noise."""
     torch.manual_seed(0)
     config = MotionDiTConfig(motion_dim=4, audio_dim=6, frames=12, width=32, layers=2, heads=4, time_dim=16)
-    model, schedule = MotionDiT(config), DiffusionSchedule()
+    model, schedule = MotionDiT(config), NoiseSchedule.fd2talk()
     weight = torch.randn(6, 4)
     optimizer = torch.optim.AdamW(model.parameters(), 2e-3)
     for _ in range(600):
         audio = torch.randn(32, 12, 6)
         x0 = torch.tanh(audio @ weight)
         t = schedule.random_timesteps(32)
-        loss = ((model(schedule.q_sample(x0, t, torch.randn_like(x0)), t, audio) - x0) ** 2).mean()
+        loss = ((model(q_sample(x0, torch.randn_like(x0), t, schedule.alphas_cumprod), t, audio) - x0) ** 2).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -219,3 +221,20 @@ def test_trained_tiny_dit_follows_the_audio_across_windows():
     target = torch.tanh(audio @ weight)
     out = sample(model.eval(), audio, steps=20, overlap=4, seed=0)
     assert float(((out - target) ** 2).mean()) < 0.05 * float(target.var())
+
+
+def test_x0_range_keeps_every_sampled_frame_inside_the_box():
+    def wild(x_t, t, audio):  # a model whose x0 estimates leave any plausible range
+        return 5.0 * torch.sin(audio @ torch.ones(6, 3)) + 3.0 * x_t
+
+    audio = torch.randn(1, 30, 6, generator=torch.Generator().manual_seed(0))
+    low, high = torch.tensor([-1.0, -0.5, 0.0]), torch.tensor([1.0, 0.5, 2.0])
+    free = sample(wild, audio, steps=10, seed=1, window=12, overlap=3, motion_dim=3)
+    boxed = sample(wild, audio, steps=10, seed=1, window=12, overlap=3, motion_dim=3, x0_range=(low, high))
+    assert bool(((free < low) | (free > high)).any())  # without the prior it leaves the box
+    assert bool(((boxed >= low - 1e-6) & (boxed <= high + 1e-6)).all())
+    inside = sample(wild, audio, steps=10, seed=1, window=12, overlap=3, motion_dim=3,
+                    x0_range=(torch.full((3,), -1e9), torch.full((3,), 1e9)))
+    torch.testing.assert_close(inside, free)  # a box nothing reaches changes nothing
+    with pytest.raises(ValueError, match="x0_range"):
+        sample(wild, audio, steps=2, window=12, motion_dim=3, x0_range=(high, low))

@@ -20,12 +20,12 @@ from .loading import (
 from .net import SingerNet
 from .pipeline import PipelineOptions, PipelineResult, SingerPipeline
 from .reference import ReferenceAttentionControl, build_reference_unet
-from .sampling import NoiseSchedule, sample_clip, sample_ddim, sample_long, trailing_timesteps
+from .sampling import sample_clip, sample_long
 from .unet3d import DenoisingUNet3D
 from .vae import load_vae, tiny_vae
 
-__all__ = ["AudioProjModel", "DenoisingUNet3D", "DiffusionConfig", "FaceEmbedder", "FaceLocator", "ImageProjModel", "NoiseSchedule",
+__all__ = ["AudioProjModel", "DenoisingUNet3D", "DiffusionConfig", "FaceEmbedder", "FaceLocator", "ImageProjModel",
            "ReferenceAttentionControl", "RegionMasks", "SingerNet", "build_reference_unet", "load_motion_module",
-           "load_net_pth", "load_sd15_state", "load_sd15_unet", "read_state_dict", "sample_clip", "sample_ddim",
-           "sample_long", "trailing_timesteps", "PipelineOptions", "PipelineResult", "SingerPipeline", "load_vae",
+           "load_net_pth", "load_sd15_state", "load_sd15_unet", "read_state_dict", "sample_clip",
+           "sample_long", "PipelineOptions", "PipelineResult", "SingerPipeline", "load_vae",
            "tiny_vae"]

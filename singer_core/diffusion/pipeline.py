@@ -17,6 +17,7 @@ from ..face.crop import HALLO_EXPAND_RATIO, CropTransform, expand_box, paste_bac
 from ..face.detect import Box
 from ..face.user_box import box_from_landmarks, check_box
 from ..io.config import JsonConfig
+from ..ops.noise_schedule import NoiseSchedule
 from .config import DiffusionConfig
 from .face_embedding import (
     FaceEmbedder,
@@ -26,7 +27,7 @@ from .face_embedding import (
 )
 from .masks import LIP_EXPAND_RATIO, face_masks
 from .net import SingerNet
-from .sampling import NoiseSchedule, sample_long
+from .sampling import sample_long
 from .vae import decode_latents, encode_images, vae_downscale
 
 logger = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ import torch
 
 from ..audio.features import SingerAudioFeatures
 from ..io.checkpoint import atomic_folder
+from ..ops.noise_schedule import NoiseSchedule
 from .config import DiffusionConfig
 from .net import SingerNet
-from .sampling import NoiseSchedule
 
 logger = logging.getLogger(__name__)
 

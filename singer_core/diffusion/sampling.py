@@ -1,121 +1,20 @@
-"""DDIM sampling of the SINGER/Hallo denoising network: zero-terminal-SNR linear betas, v-prediction,
-"trailing" timesteps, classifier-free guidance, 16-frame clips chained by 2 motion frames."""
+"""DDIM sampling of the SINGER/Hallo denoising network (schedule and DDIM step from ops/noise_schedule.py:
+zero-terminal-SNR linear betas, v-prediction, trailing timesteps stepped as diffusers does), classifier-free
+guidance, 16-frame clips chained by 2 motion frames."""
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-from ..io.config import JsonConfig
+from ..ops.noise_schedule import NoiseSchedule, sample_ddim
 from .audio_modules import RegionMasks
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class NoiseSchedule(JsonConfig):
-    """Training noise schedule (Hallo/SINGER inference.yaml `noise_scheduler_kwargs`)."""
-
-    # diffusion steps of training
-    train_steps: int = 1000
-    # first beta
-    beta_start: float = 0.00085
-    # last beta
-    beta_end: float = 0.012
-    # "linear" (betas evenly spaced, as configured) or "scaled_linear" (sqrt-space, SD1.5 default)
-    beta_schedule: str = "linear"
-    # rescale to zero terminal SNR (Lin et al. 2024, Algorithm 1)
-    zero_snr: bool = True
-    # what the network predicts: "v_prediction" or "epsilon"
-    prediction: str = "v_prediction"
-
-    def __post_init__(self) -> None:
-        if self.beta_schedule not in ("linear", "scaled_linear"):
-            raise ValueError(f"NoiseSchedule: beta_schedule must be 'linear' or 'scaled_linear', got "
-                             f"{self.beta_schedule!r}")
-        if self.prediction not in ("v_prediction", "epsilon"):
-            raise ValueError(f"NoiseSchedule: prediction must be 'v_prediction' or 'epsilon', got {self.prediction!r}")
-        if self.train_steps < 2 or not 0 < self.beta_start < self.beta_end < 1:
-            raise ValueError("NoiseSchedule: need train_steps >= 2 and 0 < beta_start < beta_end < 1")
-
-    def alphas_cumprod(self) -> torch.Tensor:
-        """(train_steps,) float64 cumulative products of 1 - beta (the last is 0 with zero_snr)."""
-        if self.beta_schedule == "linear":
-            betas = torch.linspace(self.beta_start, self.beta_end, self.train_steps, dtype=torch.float64)
-        else:
-            betas = torch.linspace(self.beta_start ** 0.5, self.beta_end ** 0.5, self.train_steps,
-                                   dtype=torch.float64) ** 2
-        cumprod = torch.cumprod(1.0 - betas, dim=0)
-        if self.zero_snr:
-            root = cumprod.sqrt()
-            first, last = root[0].clone(), root[-1].clone()
-            root = (root - last) * first / (first - last)
-            cumprod = root ** 2
-        return cumprod
-
-
-def trailing_timesteps(train_steps: int, steps: int) -> torch.Tensor:
-    """(steps,) descending DDIM timesteps with "trailing" spacing: round(T - k T/steps) - 1, k = 0..steps-1."""
-    if not 1 <= steps <= train_steps:
-        raise ValueError(f"trailing_timesteps: steps must be in 1..{train_steps}, got {steps}")
-    return torch.tensor([round(train_steps - k * train_steps / steps) - 1 for k in range(steps)], dtype=torch.long)
-
-
-def predict_x0_eps(output: torch.Tensor, sample: torch.Tensor, alpha_cumprod: float,
-                   prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0, eps) from a network output at a step with cumulative alpha `alpha_cumprod`."""
-    a, s = math.sqrt(alpha_cumprod), math.sqrt(1.0 - alpha_cumprod)
-    if prediction == "v_prediction":
-        return a * sample - s * output, a * output + s * sample
-    if alpha_cumprod == 0.0:
-        raise ValueError("predict_x0_eps: epsilon prediction is undefined at zero SNR; use v_prediction")
-    return (sample - s * output) / a, output
-
-
-def ddim_step(output: torch.Tensor, sample: torch.Tensor, alpha_cumprod: float, alpha_cumprod_prev: float,
-              prediction: str) -> torch.Tensor:
-    """Deterministic DDIM update (eta = 0): x_prev = sqrt(a') x0 + sqrt(1 - a') eps."""
-    x0, eps = predict_x0_eps(output, sample, alpha_cumprod, prediction)
-    return math.sqrt(alpha_cumprod_prev) * x0 + math.sqrt(1.0 - alpha_cumprod_prev) * eps
-
-
-def q_sample(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """Noisy sample sqrt(a_t) x0 + sqrt(1 - a_t) noise; t: (B,) long, broadcast over x0's other axes."""
-    a = alphas_cumprod.to(x0.device)[t].to(x0.dtype).view(-1, *([1] * (x0.dim() - 1)))
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise
-
-
-def v_target(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """Velocity target sqrt(a_t) noise - sqrt(1 - a_t) x0 (v-prediction training)."""
-    a = alphas_cumprod.to(x0.device)[t].to(x0.dtype).view(-1, *([1] * (x0.dim() - 1)))
-    return a.sqrt() * noise - (1 - a).sqrt() * x0
-
-
-def sample_ddim(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-                timesteps: torch.Tensor, *, schedule: NoiseSchedule = NoiseSchedule(),
-                progress: Progress | None = None) -> torch.Tensor:
-    """Run DDIM from noise `x` over descending `timesteps` (from `trailing_timesteps`).
-
-    model: callable (x_t, t) -> network output (v or eps per schedule.prediction), same shape as x;
-    x: initial noise; progress: called (done, total) after every step, may raise to stop.
-    The step after the last timestep goes to alpha = 1 (clean sample), as diffusers' set_alpha_to_one.
-    """
-    cumprod = schedule.alphas_cumprod().tolist()
-    steps = [int(t) for t in timesteps]
-    for index, t in enumerate(steps):
-        output = model(x, torch.tensor(t, device=x.device))
-        previous = steps[index + 1] if index + 1 < len(steps) else -1
-        alpha_prev = cumprod[previous] if previous >= 0 else 1.0
-        x = ddim_step(output.to(x.dtype), x, cumprod[t], alpha_prev, schedule.prediction)
-        if progress is not None:
-            progress(index + 1, len(steps))
-    return x
 
 
 def _doubled(masks: RegionMasks | None) -> RegionMasks | None:
@@ -129,7 +28,7 @@ def sample_clip(net, noise: torch.Tensor, *, reference_latents: torch.Tensor, fa
                 audio_windows: torch.Tensor, face_mask_image: torch.Tensor | None = None,
                 masks: RegionMasks | None = None, steps: int = 40, guidance: float = 3.5,
                 motion_scale: tuple[float, float, float] | None = (1.0, 1.0, 1.0),
-                schedule: NoiseSchedule = NoiseSchedule(), use_msm: bool = True,
+                schedule: NoiseSchedule | None = None, use_msm: bool = True,
                 progress: Progress | None = None) -> torch.Tensor:
     """Denoise one clip with the SINGER network, as the official pipeline does.
 
@@ -137,6 +36,7 @@ def sample_clip(net, noise: torch.Tensor, *, reference_latents: torch.Tensor, fa
     reference_latents: (B, S, C, h, w) reference image latent first, then the motion-frame latents;
     face_embedding: (B, D) face identity; audio_windows: (B, F, seq_len, blocks, channels);
     face_mask_image: (B, 3, 8h, 8w) face-region image; masks: full/face/lip region masks;
+    schedule: the training noise schedule (default Hallo's, NoiseSchedule());
     guidance: classifier-free scale (the unconditional branch has zero face embedding, zero face-locator
     features, zero audio tokens and no reference attention); motion_scale: pose/face/lip weights.
     Returns (B, C, F, h, w) clean latents (scale by 1 / 0.18215 before the SD VAE decoder).
@@ -171,8 +71,8 @@ def sample_clip(net, noise: torch.Tensor, *, reference_latents: torch.Tensor, fa
                 uncond, cond = out.chunk(2)
                 return uncond + guidance * (cond - uncond)
 
-            timesteps = trailing_timesteps(schedule.train_steps, steps)
-            return sample_ddim(model, noise, timesteps, schedule=schedule, progress=progress)
+            schedule = schedule or NoiseSchedule()
+            return sample_ddim(model, noise, schedule.timesteps(steps), schedule=schedule, callback=progress)
         finally:
             net.reference_control.clear()
 
@@ -181,7 +81,7 @@ def sample_long(net, *, reference_latent: torch.Tensor, face_embedding: torch.Te
                 face_mask_image: torch.Tensor | None = None, masks: RegionMasks | None = None, clip_frames: int = 16,
                 motion_frames: int = 2, steps: int = 40, guidance: float = 3.5,
                 motion_scale: tuple[float, float, float] | None = (1.0, 1.0, 1.0), seed: int = 0,
-                schedule: NoiseSchedule = NoiseSchedule(), use_msm: bool = True,
+                schedule: NoiseSchedule | None = None, use_msm: bool = True,
                 reencode: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 progress: Progress | None = None) -> torch.Tensor:
     """Latents of a whole song: consecutive clips, each conditioned on the last frames of the previous one.

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -122,14 +122,18 @@ def load_tensors(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     return tensors
 
 
-def check_finite(tensors: Mapping[str, torch.Tensor], *, source: str) -> None:
+def check_finite(tensors: Mapping[str, torch.Tensor], *, source: str, infinite_ok: Iterable[str] = ()) -> None:
     """Raise a ValueError naming the first floating tensor holding NaN or infinite values (and how many).
 
     Weights like that come from a diverged training run or a broken conversion; loading them would only fail
-    later, blaming the input (e.g. "the motion is NaN").
+    later, blaming the input (e.g. "the motion is NaN"). `infinite_ok` names buffers where +-inf is a value
+    by design (an unbounded range, an ignored coefficient's infinite std); NaN is refused everywhere.
     """
+    infinite_ok = set(infinite_ok)
     for name, tensor in tensors.items():
         if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+            continue
+        if name in infinite_ok and not bool(torch.isnan(tensor).any()):
             continue
         nan = int(torch.isnan(tensor).sum())
         inf = int(torch.isinf(tensor).sum())
@@ -233,6 +237,9 @@ class PretrainedMixin:
 
     config_class: ClassVar[type]
     model_type: ClassVar[str | None] = None
+    # keys a file written by an older version may lack (they keep their initial values); all others are strict
+    optional_keys: ClassVar[tuple[str, ...]] = ()
+    infinite_ok_keys: ClassVar[tuple[str, ...]] = ()  # buffers where +-inf is a value by design (never NaN)
 
     @classmethod
     def _type_name(cls) -> str:
@@ -279,8 +286,15 @@ class PretrainedMixin:
                                     "folder written by save_pretrained or by the trainer (…/final)")
         config = cls.read_config(folder)
         model = cls(config)  # type: ignore[call-arg]
-        state = load_tensors(folder / WEIGHTS_NAME)
-        check_state_dict(model, state, source=f"{cls.__name__}.from_pretrained('{folder}')")  # type: ignore[arg-type]
-        model.load_state_dict(state, strict=True)  # type: ignore[attr-defined]
+        state = load_tensors(folder / WEIGHTS_NAME, finite=False)
+        check_finite(state, source=f"{cls.__name__}.from_pretrained: '{folder / WEIGHTS_NAME}'",
+                     infinite_ok=cls.infinite_ok_keys)
+        check_state_dict(model, state, source=f"{cls.__name__}.from_pretrained('{folder}')",  # type: ignore[arg-type]
+                         allow_missing=cls.optional_keys)
+        absent = [key for key in cls.optional_keys if key not in state]
+        if absent:
+            logger.info("%s.from_pretrained('%s'): written before %s existed; keeping their defaults", cls.__name__,
+                        folder, ", ".join(absent))
+        model.load_state_dict(state, strict=not absent)  # type: ignore[attr-defined]
         model.to(device=device, dtype=dtype)  # type: ignore[attr-defined]
         return model.eval()  # type: ignore[attr-defined]

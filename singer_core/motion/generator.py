@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 
 import torch
@@ -14,8 +15,9 @@ from ..audio.features import SingerAudioFeatures
 from ..face.motion_types import ANGLE_DIM, EXP_DIM, TRANS_DIM, SingerMotion
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig
+from ..ops.noise_schedule import NoiseSchedule
 from .dit import MotionDiT, MotionDiTConfig
-from .sampling import DiffusionSchedule, DiffusionScheduleConfig, sample
+from .sampling import sample
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +97,10 @@ class MotionModelConfig(JsonConfig):
                                heads=self.heads, mlp_ratio=self.mlp_ratio, mask_k=self.mask_k,
                                time_dim=self.time_dim, dropout=self.dropout)
 
-    def schedule_config(self) -> DiffusionScheduleConfig:
-        return DiffusionScheduleConfig(steps=self.diffusion_steps, beta_start=self.beta_start,
-                                       beta_end=self.beta_end, schedule=self.beta_schedule)
+    def schedule_config(self) -> NoiseSchedule:
+        """The x0-prediction noise schedule of FD2Talk (NoiseSchedule.fd2talk) with this config's betas."""
+        return NoiseSchedule.fd2talk(train_steps=self.diffusion_steps, beta_start=self.beta_start,
+                                     beta_end=self.beta_end, beta_schedule=self.beta_schedule)
 
 
 class MotionModel(nn.Module, PretrainedMixin):
@@ -111,6 +114,8 @@ class MotionModel(nn.Module, PretrainedMixin):
     """
 
     config_class = MotionModelConfig
+    optional_keys = ("exp_low", "exp_high", "pose_low", "pose_high")  # the data-range prior (older files lack it)
+    infinite_ok_keys = optional_keys  # +-inf: no prior
 
     def __init__(self, config: MotionModelConfig):
         super().__init__()
@@ -124,13 +129,18 @@ class MotionModel(nn.Module, PretrainedMixin):
         self.register_buffer("exp_std", torch.ones(EXP_DIM))
         self.register_buffer("pose_mean", torch.zeros(POSE_DIM))
         self.register_buffer("pose_std", torch.ones(POSE_DIM))
+        # data-range prior: per-coefficient range of the normalised training motion (+-inf = no prior)
+        self.register_buffer("exp_low", torch.full((EXP_DIM,), -math.inf))
+        self.register_buffer("exp_high", torch.full((EXP_DIM,), math.inf))
+        self.register_buffer("pose_low", torch.full((POSE_DIM,), -math.inf))
+        self.register_buffer("pose_high", torch.full((POSE_DIM,), math.inf))
         self.register_buffer("audio_mean", torch.zeros(config.audio_dim))
         self.register_buffer("audio_std", torch.ones(config.audio_dim))
 
     @property
-    def schedule(self) -> DiffusionSchedule:
+    def schedule(self) -> NoiseSchedule:
         """The noise schedule this model is trained / sampled with."""
-        return DiffusionSchedule.from_config(self.config.schedule_config())
+        return self.config.schedule_config()
 
     # ---- normalisation ---------------------------------------------------------------------------
     def set_normalization(self, exp_mean: torch.Tensor, exp_std: torch.Tensor, pose_mean: torch.Tensor,
@@ -146,6 +156,28 @@ class MotionModel(nn.Module, PretrainedMixin):
             if name.endswith("std"):
                 value = value.clamp(min=min_std)
             getattr(self, name).copy_(value)
+
+    def set_data_range(self, exp: torch.Tensor, pose: torch.Tensor) -> None:
+        """Store the per-coefficient range of the training motion, exp (N, 64) and pose (N, 6) raw frames, in
+        normalised units (call after set_normalization): generate() keeps samples inside it."""
+        if exp.ndim != 2 or exp.shape[1] != EXP_DIM or pose.ndim != 2 or pose.shape[1] != POSE_DIM:
+            raise ValueError(f"MotionModel.set_data_range: exp must be (N, {EXP_DIM}) and pose (N, {POSE_DIM}), got "
+                             f"{tuple(exp.shape)}, {tuple(pose.shape)}")
+        exp, pose = self.normalize(exp.to(self.exp_mean), pose.to(self.pose_mean))
+        self.exp_low.copy_(exp.amin(0))
+        self.exp_high.copy_(exp.amax(0))
+        self.pose_low.copy_(pose.amin(0))
+        self.pose_high.copy_(pose.amax(0))
+
+    def data_range(self, margin: float = 0.05) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(low, high) (70,) normalised box of the training motion widened by `margin` x its width on each side
+        (and by at least `margin` standard deviations), or None for a model saved without it."""
+        low = torch.cat([self.exp_low, self.pose_low])
+        high = torch.cat([self.exp_high, self.pose_high])
+        if not bool(torch.isfinite(low).all() and torch.isfinite(high).all()):
+            return None
+        pad = ((high - low) * margin).clamp(min=margin)
+        return low - pad, high + pad
 
     def set_audio_normalization(self, audio_mean: torch.Tensor, audio_std: torch.Tensor,
                                 min_std: float = 1e-4) -> None:
@@ -221,7 +253,8 @@ class MotionModel(nn.Module, PretrainedMixin):
     @torch.no_grad()
     def generate(self, features: SingerAudioFeatures, *, steps: int = 50, eta: float = 0.0,
                  seed: int | torch.Generator = 0, pose_scale: float = 1.0, expression_scale: float = 1.0,
-                 overlap: int = 5, progress: Progress | None = None) -> SingerMotion:
+                 overlap: int = 5, data_prior: bool = True, prior_margin: float = 0.05,
+                 progress: Progress | None = None) -> SingerMotion:
         """Sample a motion for a whole song.
 
         Args:
@@ -232,6 +265,10 @@ class MotionModel(nn.Module, PretrainedMixin):
             pose_scale: multiplies the pose's deviation from the data mean (0 = still head).
             expression_scale: multiplies the expression's deviation from the data mean.
             overlap: frames shared by neighbouring windows (see sampling.sample).
+            data_prior: keep every coefficient inside the training range widened by prior_margin (the x0
+                estimate is clipped to it at every DDIM step; see sampling.sample's x0_range); models saved
+                before the range was stored sample without it.
+            prior_margin: widening of that range, as a share of its width on each side.
             progress: progress(done, total) over all DiT steps; may raise to stop.
 
         Returns:
@@ -241,6 +278,11 @@ class MotionModel(nn.Module, PretrainedMixin):
         generator = torch.Generator().manual_seed(seed) if not isinstance(seed, torch.Generator) else seed
         schedule = self.schedule
         models = [self.joint_dit] if self.config.joint else [self.exp_dit, self.pose_dit]
+        box = self.data_range(prior_margin) if data_prior else None
+        ranges = [None] * len(models)
+        if box is not None:
+            ranges = [box] if self.config.joint else [(box[0][:EXP_DIM], box[1][:EXP_DIM]),
+                                                      (box[0][EXP_DIM:], box[1][EXP_DIM:])]
         was_training = self.training
         self.eval()
         try:
@@ -250,7 +292,7 @@ class MotionModel(nn.Module, PretrainedMixin):
                     if progress is not None:
                         progress(offset + done, len(models) * total)
                 outputs.append(sample(dit, audio, steps=steps, eta=eta, seed=generator, overlap=overlap,
-                                      schedule=schedule, progress=report)[0])
+                                      schedule=schedule, x0_range=ranges[number], progress=report)[0])
         finally:
             self.train(was_training)
         motion = torch.cat(outputs, dim=-1)

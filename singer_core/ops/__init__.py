@@ -1,4 +1,5 @@
-"""Kernels shared by every pipeline: Haar wavelets, multi-resolution hash grids, rays and volume rendering."""
+"""Kernels shared by every pipeline: Haar wavelets, multi-resolution hash grids, rays and volume rendering; the
+one diffusion noise schedule and DDIM sampler live in `noise_schedule` (import it directly)."""
 
 from .hashgrid import HashGridConfig, HashGridEncoder, TriPlaneConfig, TriPlaneEncoder
 from .volume import (

@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 TASKS: dict[str, str] = {
     "dynamic-sync": ".dynamic_sync:DynamicSyncTask",  # DAMC's Dynamic-Sync Encoder E_d + lip-sync expert (§2.2)
+    "frame-autoencoder": ".frame_autoencoder:FrameAutoencoderTask",  # FD2Talk §3.4.2 E / 2d-input D fine-tune
+    "frames": ".frames:FramesTask",  # FD2Talk stage 2: the frame Diffusion UNet (§3.3, eq. 16)
     "lip-expert": ".lip_expert:LipExpertTask",  # FD2Talk's lip expert on mouth-vertex motion (contrastive)
     "motion": ".motion:MotionTask",  # FD2Talk stage 1: expression / pose DiTs (eq. 12)
     "nerf": ".nerf:NerfTask",  # DAMC §2.4 per-subject audio-driven NeRF (ER-NeRF head) + jointly trained CSFM

@@ -38,7 +38,13 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ..io.checkpoint import atomic_folder, atomic_write_bytes, load_tensors, save_tensors
+from ..io.checkpoint import (
+    atomic_folder,
+    atomic_write_bytes,
+    check_finite,
+    load_tensors,
+    save_tensors,
+)
 from ..io.config import JsonConfig
 from ..io.lock import folder_lock
 
@@ -50,6 +56,9 @@ CHECKPOINTS_DIR = "checkpoints"
 FINAL_DIR = "final"
 RUN_CONFIG = "config.json"
 STATE_TENSORS = "state.safetensors"
+# model buffers where +-inf is a value by design (MotionModel's unbounded data range, FrameUNet's ignored
+# coefficients); their models list them in infinite_ok_keys
+INFINITE_BY_DESIGN = ("exp_low", "exp_high", "pose_low", "pose_high", "motion_std")
 STATE_JSON = "state.json"
 OPTIMIZERS = ("adam", "adamw")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -430,7 +439,11 @@ def read_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     match = _STEP_DIR.match(folder.name)
     if match and int(match.group(1)) != state.get("step"):
         raise ValueError(f"read_checkpoint: '{folder}' says step {state.get('step')}, its name another")
-    tensors = load_tensors(folder / STATE_TENSORS)
+    tensors = load_tensors(folder / STATE_TENSORS, finite=False)
+    # NaN anywhere, or +-inf outside the buffers that hold it by design (a model's infinite_ok_keys), is damage
+    by_design = tuple(f".{name}" for name in INFINITE_BY_DESIGN)
+    check_finite(tensors, source=f"read_checkpoint: '{folder / STATE_TENSORS}'",
+                 infinite_ok=[key for key in tensors if key.endswith(by_design) or key in INFINITE_BY_DESIGN])
     return tensors, state
 
 

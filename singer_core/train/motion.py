@@ -153,10 +153,10 @@ class MotionTask:
                              "learns one rate: preprocess the videos at one fps (e.g. --fps 25)")
         model = MotionModel(config.model_config(clips.encoder, clips.rows, clips.width, fps=rates.pop()))
         model.set_normalization(stats["exp_mean"], stats["exp_std"], stats["pose_mean"], stats["pose_std"])
+        model.set_data_range(torch.cat(clips.exp), torch.cat(clips.pose))  # the data-range prior of generate()
         stats = {key: getattr(model, key).detach().clone() for key in stats}  # the clamped stds the model keeps
         self.timesteps = model.config.diffusion_steps
-        schedule = model.schedule
-        self.alphas_cumprod = schedule.alphas_cumprod.float()
+        self.alphas_cumprod = model.schedule.alphas_cumprod  # (T,) float64
 
         # 3. the frozen lip expert for L_sync, or none
         frozen: dict[str, torch.nn.Module] = {}
@@ -195,14 +195,14 @@ class MotionTask:
 
     def loss(self, models: Mapping[str, torch.nn.Module], batch: Mapping[str, torch.Tensor]):
         from ..motion.lip_expert import sync_loss
+        from ..ops.noise_schedule import q_sample
 
         denoiser = models["motion"]
         model = getattr(denoiser, "module", denoiser).model  # unwrapped from accelerate's DDP, if any
-        alpha_bar = self.alphas_cumprod.to(batch["exp"].device)[batch["t"]].view(-1, 1, 1)
 
         # 1. forward diffusion (eq. 2) of both coefficient sequences, x0-prediction (eqs. 8-9)
-        exp_t = alpha_bar.sqrt() * batch["exp"] + (1 - alpha_bar).sqrt() * batch["noise_exp"]
-        pose_t = alpha_bar.sqrt() * batch["pose"] + (1 - alpha_bar).sqrt() * batch["noise_pose"]
+        exp_t = q_sample(batch["exp"], batch["noise_exp"], batch["t"], self.alphas_cumprod)
+        pose_t = q_sample(batch["pose"], batch["noise_pose"], batch["t"], self.alphas_cumprod)
         exp0, pose0 = denoiser(exp_t, pose_t, batch["t"], batch["audio"])
         loss_exp = F.mse_loss(exp0, batch["exp"])
         loss_pose = F.mse_loss(pose0, batch["pose"])

@@ -376,8 +376,8 @@ class SingerTask:
         from ..audio.features import SingerAudioFeatures
         from ..data.format import read_index
         from ..diffusion.net import SingerNet
-        from ..diffusion.sampling import NoiseSchedule
         from ..diffusion.vae import load_vae, vae_downscale
+        from ..ops.noise_schedule import NoiseSchedule
 
         # 1. data and audio features (cached per clip)
         root = Path(data_dir) if data_dir is not None else synth_dataset(config.synth_config(), cache_dir)
@@ -412,7 +412,7 @@ class SingerTask:
         # 3. per clip: latents (or not), masks, face embedding
         clips = self._clips(config, root, clip_ids, features, vae, latent_side, device)
         self.config, self.vae_path, self.root = config, vae_path, root
-        self.alphas_cumprod = NoiseSchedule(train_steps=config.train_timesteps).alphas_cumprod().float()
+        self.alphas_cumprod = NoiseSchedule(train_steps=config.train_timesteps).alphas_cumprod.float()
         frozen = {} if config.cache_latents else {"vae": vae}
         return TrainParts(trainable={"net": SingerDenoiser(net, prefixes)}, frozen=frozen,
                           data=SingerBatches(clips, config, root, vae.config.latent_channels))
@@ -486,8 +486,8 @@ class SingerTask:
     # ---- loss ----------------------------------------------------------------------------------------
     def loss(self, models: Mapping[str, torch.nn.Module], batch: Mapping[str, torch.Tensor]):
         from ..diffusion.audio_modules import RegionMasks
-        from ..diffusion.sampling import q_sample, v_target
         from ..diffusion.vae import encode_images
+        from ..ops.noise_schedule import q_sample, v_target
 
         config = self.config
         x0, reference = batch["x0"], batch["reference"]
@@ -521,7 +521,7 @@ class SingerTask:
 
     # ---- export --------------------------------------------------------------------------------------
     def export(self, models: Mapping[str, torch.nn.Module], folder: Path) -> Path:
-        from ..diffusion.sampling import NoiseSchedule
+        from ..ops.noise_schedule import NoiseSchedule
 
         net = models["net"].net
         net.save_pretrained(folder)

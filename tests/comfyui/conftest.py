@@ -284,6 +284,23 @@ def _build_tiny_video_models(base_dir: Path) -> None:
     train_demo_nerf(base_dir / "models" / "singer_nerf" / "nerf-demo", cache_dir=base_dir / "runs" / "nerf", steps=40)
     build_tiny_stack(base_dir / "models" / "singer" / "singer-tiny", cache_dir=base_dir / "runs" / "singer", steps=2,
                      small_data=True)
+    _train_tiny_frame_model(base_dir / "models" / "singer_frames" / "frames-tiny", base_dir / "runs")
+
+
+def _train_tiny_frame_model(target: Path, runs: Path) -> None:
+    """The FD2Talk portrait workflow's frame model (models/singer_frames/<name>/): the frames task's tiny preset on
+    a little SynthSinger, a few steps of the VAE, the frame autoencoder and the UNet (runs the workflow end to end,
+    does not look good)."""
+    import shutil
+
+    from singer_core.train.loop import train
+
+    final = train("frames", preset="tiny", config={"steps": 2, "vae_steps": 2, "autoencoder_steps": 2,
+                                                   "synth_clips": 2, "synth_seconds": 0.4, "synth_clips_per_identity": 2,
+                                                   "checkpoint_every": 2},
+                  out=runs / "frames", cache_dir=runs / "cache", device="cpu", quiet=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(final, target)
 
 
 @pytest.fixture(scope="session")
