@@ -2,19 +2,21 @@
 # Both create .venv if missing and install the pinned stack (constraints.txt) with
 # `pip install -e .[test,train]`; the install is redone only when pyproject.toml or
 # constraints.txt change. `make test-latest` runs the same tests in .venv-latest on the newest
-# releases pip resolves with no constraints (what a ComfyUI user installs today); CI runs both.
+# releases pip resolves with no constraints (what a ComfyUI user installs today) and `make test-oldest`
+# in .venv-oldest on the oldest releases pyproject.toml admits (constraints-oldest.txt); CI runs all three.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.singer-installed
 VENV_LATEST ?= .venv-latest
+VENV_OLDEST ?= .venv-oldest
 PYTEST_ARGS ?=
 # OpenMP threads sleep instead of spinning between torch ops: on small shared CPUs spinning made the
 # motion sampler 10-60x slower (benchmarks/motion_speed.py). Users can override it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test test-latest test-all demo bench comfyui-deps clean
+.PHONY: setup test test-latest test-oldest test-all demo bench comfyui-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +36,13 @@ test-latest:
 	@echo "== newest releases (no constraints) =="; $(VENV_LATEST)/bin/python -m singer_core.env
 	$(VENV_LATEST)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The oldest releases pyproject.toml admits (constraints-oldest.txt): its lower bounds are what this tests.
+test-oldest:
+	@test -x $(VENV_OLDEST)/bin/python || $(PYTHON) -m venv $(VENV_OLDEST)
+	$(VENV_OLDEST)/bin/python -m pip install --disable-pip-version-check -q -c constraints-oldest.txt -e ".[test,train]"
+	@echo "== oldest supported releases (constraints-oldest.txt) =="; $(VENV_OLDEST)/bin/python -m singer_core.env
+	$(VENV_OLDEST)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 test-all: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -52,4 +61,4 @@ comfyui-deps: $(STAMP)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -r "$(COMFYUI_PATH)/requirements.txt" requests
 
 clean:
-	rm -rf $(VENV) $(VENV_LATEST) out .pytest_cache
+	rm -rf $(VENV) $(VENV_LATEST) $(VENV_OLDEST) out .pytest_cache
