@@ -6,6 +6,7 @@ through safetensors. Mismatches are reported by name (`check_state_dict`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -52,21 +53,46 @@ def _finish(model: nn.Module, source: str, device, dtype) -> None:
 
 
 def load_net_pth(path: str | os.PathLike, config: DiffusionConfig | None = None, *,
-                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> SingerNet:
+                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 forward_mode: str | None = "official-as-run") -> SingerNet:
     """Build `SingerNet` (full size unless `config` says otherwise) and load SINGER's `net.pth` strictly.
 
     path: net.pth (or a .safetensors with the same names); device, dtype: where/how to put it
-    (dtype None keeps the file's dtypes, fp16 for the released weights). The model is built on the meta
-    device and the file's tensors are assigned, so the weights are held in memory once.
+    (dtype None keeps the file's dtypes, fp16 for the released weights); forward_mode: the
+    `DiffusionConfig.forward_mode` to run it with, "official-as-run" by default because the released
+    weights were trained, and are run by the official script, through the training branch of its blocks
+    (None keeps `config.forward_mode`).
+    The model is built on the meta device and every tensor is moved to `device`/`dtype` one at a time,
+    dropping the file's copy before the next, then assigned: the weights are held once, in the compute
+    dtype (never the fp16 file plus an fp32 cast of all 2.4 B parameters).
     """
     state = read_state_dict(path)
+    config = config or DiffusionConfig()
+    if forward_mode is not None and forward_mode != config.forward_mode:
+        config = dataclasses.replace(config, forward_mode=forward_mode)
     with torch.device("meta"):
-        net = SingerNet(config or DiffusionConfig())
+        net = SingerNet(config)
     check_state_dict(net, state, source=f"load_net_pth('{path}')")
+    cast_state_in_place(state, device=device, dtype=dtype)
     net.load_state_dict(state, strict=True, assign=True)
-    _finish(net, f"load_net_pth('{path}')", device, dtype)
+    del state
+    _finish(net, f"load_net_pth('{path}')", device, None)
     return net.eval()
 
+
+def cast_state_in_place(state: dict[str, torch.Tensor], *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None) -> None:
+    """Move every floating tensor of `state` to device/dtype, replacing its entry before the next one.
+
+    Only one source tensor and its cast exist at a time beyond the already cast ones, so the peak is one
+    copy of the weights in the target dtype (plus the file's pages, which are memory-mapped when possible
+    and not held once their tensor is dropped). Integer tensors only change device.
+    """
+    for name in list(state):
+        tensor = state[name]
+        target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+        state[name] = tensor.to(device=device, dtype=target)
+        del tensor
 
 def _sd15_file(folder: Path) -> Path:
     for base in (folder, folder / "unet"):
