@@ -33,7 +33,17 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _bench_module(name: str):
+    """Import a sibling benchmark script as a module (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _step(results: dict, name: str, fn) -> None:
@@ -122,13 +132,12 @@ def run_nerf(dry_run: bool, device: str) -> dict:
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "nerf check failed")
         return {"rows": json.loads(done.stdout.strip().splitlines()[-1])}
-    import nerf
-
+    nerf = _bench_module("nerf")
     return {"rows": nerf.compare_backends(frame_size=512, samples=64, repeat=5, device=device)}
 
 
 def run_motion(dry_run: bool, device: str) -> dict:
-    import motion_speed
+    motion_speed = _bench_module("motion_speed")
 
     model = motion_speed.build_model(dry_run, device)
     fps, seconds = 25.0, 2.0 if dry_run else 10.0

@@ -83,7 +83,7 @@ def load_net_pth(path: str | os.PathLike, config: DiffusionConfig | None = None,
 class _MappedFilePages:
     """Hands the pages of a memory-mapped weights file back to the kernel once their tensor is cast.
 
-    `torch.load(mmap=True)` and safetensors map the file; every page a cast reads stays resident in the
+    torch.load with mmap and safetensors map the file; every page a cast reads stays resident in the
     process (and in its peak RSS) until the whole mapping goes, so casting fp16 -> fp32 would still peak
     at the fp32 copy plus the whole fp16 file. `release(tensor)` calls madvise(MADV_DONTNEED) on the
     pages lying wholly inside the tensor, only when they belong to a mapping of this very file. The
