@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # motion sampler 10-60x slower (benchmarks/motion_speed.py). Users can override it.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test test-latest test-oldest test-all demo bench comfyui-deps clean
+.PHONY: setup test test-latest test-oldest test-all demo bench gpu-check comfyui-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/wavelet.py
 	$(BIN)/python benchmarks/separation.py
 	$(BIN)/python benchmarks/render.py
+
+# On a lent CUDA machine: CUDA/Triton tests, full-size SINGER (official preset and fast default), NeRF
+# torch vs Triton at 512^2, motion sampler -> out/gpu_check.json (GPU_CHECK_ARGS=--dry-run: CPU, reduced size).
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	@mkdir -p out
+	$(BIN)/python benchmarks/gpu_check.py --json out/gpu_check.json $(GPU_CHECK_ARGS)
 
 # Developers: install a ComfyUI checkout's requirements into the same venv, so the
 # `comfyui`/`browser` tests can run it (COMFYUI_PATH=/path/to/ComfyUI make comfyui-deps).

@@ -277,7 +277,8 @@ class SingerModelLoader(io.ComfyNode):
             raise ValueError(f"{who}: cannot use '{path.name}' yet; missing " + "; ".join(missing) +
                              ". Place the files (or switch allow_download on) and run again")
         try:
-            net = load_net_pth(path)
+            # straight into the compute dtype of dtype "auto" (fp16 on CUDA, fp32 on CPU): one copy of the weights
+            net = load_net_pth(path, dtype=torch.float16 if torch.cuda.is_available() else torch.float32)
             loaded_vae = _load_vae_any(vae_path)
         except (FileNotFoundError, ValueError, RuntimeError) as error:
             raise ValueError(f"{who}: {error}") from error

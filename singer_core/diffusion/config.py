@@ -9,6 +9,11 @@ from ..io.config import JsonConfig
 
 logger = logging.getLogger(__name__)
 
+# How the denoising UNet's down/up blocks run (see `DiffusionConfig.forward_mode`).
+FORWARD_MODES = ("clean", "official-as-run")
+# motion frames the official blocks prepend when no reference bank was written (its zero fallback)
+EMPTY_BANK_MOTION_FRAMES = 4
+
 
 @dataclass(frozen=True)
 class DiffusionConfig(JsonConfig):
@@ -46,9 +51,30 @@ class DiffusionConfig(JsonConfig):
     motion_attention_blocks: int = 2
     # a motion module after the mid-block attention too (mm_sd_v15_v2 has one)
     motion_mid_block: bool = True
-    # apply the pose/face/lip weights in every audio module; False = only in the mid block, as the
-    # official inference code does (its down/up blocks call the audio modules without the weights)
+    # apply the pose/face/lip weights in every audio module in "clean" mode; False = only in the mid
+    # block, as the eval-mode (`else:`) branch of the official blocks does. "official-as-run" always
+    # applies them everywhere (the branch the official script actually runs passes them to every block).
     motion_scale_all_blocks: bool = False
+    # Which branch of the official `unet_3d_blocks.py` the denoising UNet follows.
+    # "clean": the `else:` (eval) branch: only the mid block's motion module sees the reference bank's
+    #   motion frames, every motion module runs, the pose/face/lip weights reach the mid block only
+    #   (unless motion_scale_all_blocks), and under CFG the reference UNet gets the face tokens of each
+    #   sample for all of its images (`repeat_interleave`).
+    # "official-as-run": what `scripts/inference_new.py` really computes. It enables gradient
+    #   checkpointing and never calls `.eval()`, so every `if self.training and
+    #   self.gradient_checkpointing:` branch runs, and the released net.pth was trained through that
+    #   same branch. Differences: (1) every cross-attention down and up block prepends the reference
+    #   bank's motion frames (read from its own layer's bank) to its motion-module input, F + M frames,
+    #   not only the mid block; (2) the motion modules of the attention-free blocks (down_blocks.3,
+    #   up_blocks.0) are skipped; (3) every audio module gets the pose/face/lip weights; (4) the reference
+    #   UNet tiles the face tokens with `.repeat` (images [ref, m1, m2, ref, m1, m2] of a CFG batch read
+    #   tokens [u, c, u, c, u, c]); with no reference bank, 4 zero motion frames are prepended.
+    # `load_net_pth` sets "official-as-run"; our own folders keep what their config.json says.
+    forward_mode: str = "clean"
+    # round the reference bank to fp16 before the denoising UNet reads it, as the official
+    # `ReferenceAttentionControl.update(writer, dtype=torch.float16)` does even in fp32 runs (changes the
+    # official-as-run prediction by ~1e-4 relative); False keeps the bank in the compute dtype
+    reference_bank_fp16: bool = False
     # channels of the face-locator convolutions (each step after the first halves the resolution)
     face_locator_channels: tuple[int, ...] = (16, 32, 64, 128)
     # channels of the face-region mask image given to the face locator
@@ -88,6 +114,8 @@ class DiffusionConfig(JsonConfig):
                              f"step), got {self.sample_size}")
         if len(self.face_locator_channels) < 2:
             raise ValueError("DiffusionConfig: face_locator_channels needs at least 2 entries")
+        if self.forward_mode not in FORWARD_MODES:
+            raise ValueError(f"DiffusionConfig: forward_mode must be one of {FORWARD_MODES}, got {self.forward_mode!r}")
         if self.motion_max_len < 1 or self.layers_per_block < 1:
             raise ValueError("DiffusionConfig: motion_max_len and layers_per_block must be >= 1")
 

@@ -6,6 +6,7 @@ through safetensors. Mismatches are reported by name (`check_state_dict`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -52,20 +53,95 @@ def _finish(model: nn.Module, source: str, device, dtype) -> None:
 
 
 def load_net_pth(path: str | os.PathLike, config: DiffusionConfig | None = None, *,
-                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> SingerNet:
+                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                 forward_mode: str | None = "official-as-run") -> SingerNet:
     """Build `SingerNet` (full size unless `config` says otherwise) and load SINGER's `net.pth` strictly.
 
     path: net.pth (or a .safetensors with the same names); device, dtype: where/how to put it
-    (dtype None keeps the file's dtypes, fp16 for the released weights). The model is built on the meta
-    device and the file's tensors are assigned, so the weights are held in memory once.
+    (dtype None keeps the file's dtypes, fp16 for the released weights); forward_mode: the
+    `DiffusionConfig.forward_mode` to run it with, "official-as-run" by default because the released
+    weights were trained, and are run by the official script, through the training branch of its blocks
+    (None keeps `config.forward_mode`).
+    The model is built on the meta device and every tensor is moved to `device`/`dtype` one at a time,
+    dropping the file's copy before the next, then assigned: the weights are held once, in the compute
+    dtype (never the fp16 file plus an fp32 cast of all 2.4 B parameters).
     """
     state = read_state_dict(path)
+    config = config or DiffusionConfig()
+    if forward_mode is not None and forward_mode != config.forward_mode:
+        config = dataclasses.replace(config, forward_mode=forward_mode)
     with torch.device("meta"):
-        net = SingerNet(config or DiffusionConfig())
+        net = SingerNet(config)
     check_state_dict(net, state, source=f"load_net_pth('{path}')")
+    cast_state_in_place(state, device=device, dtype=dtype, source=path)
     net.load_state_dict(state, strict=True, assign=True)
-    _finish(net, f"load_net_pth('{path}')", device, dtype)
+    del state
+    _finish(net, f"load_net_pth('{path}')", device, None)
     return net.eval()
+
+
+class _MappedFilePages:
+    """Hands the pages of a memory-mapped weights file back to the kernel once their tensor is cast.
+
+    torch.load with mmap and safetensors map the file; every page a cast reads stays resident in the
+    process (and in its peak RSS) until the whole mapping goes, so casting fp16 -> fp32 would still peak
+    at the fp32 copy plus the whole fp16 file. `release(tensor)` calls madvise(MADV_DONTNEED) on the
+    pages lying wholly inside the tensor, only when they belong to a mapping of this very file. The
+    loaders never write to these tensors, so the pages are clean copies of the file and are re-read from
+    it if touched again (a tied tensor sharing them still reads the same values). Linux only; elsewhere
+    (no /proc/self/maps) it does nothing.
+    """
+
+    MADV_DONTNEED = 4
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.regions: list[tuple[int, int]] = []
+        self.madvise = None
+        real = os.path.realpath(path)
+        try:
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    parts = line.split(None, 5)
+                    if len(parts) == 6 and parts[5].strip() == real:
+                        start, end = (int(v, 16) for v in parts[0].split("-"))
+                        self.regions.append((start, end))
+            if self.regions:
+                import ctypes
+
+                self.madvise = ctypes.CDLL(None, use_errno=True).madvise
+                self.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        except (OSError, AttributeError):
+            logger.debug("_MappedFilePages: cannot release file pages on this system", exc_info=True)
+            self.regions = []
+        self.page = os.sysconf("SC_PAGE_SIZE") if self.regions else 4096
+
+    def release(self, tensor: torch.Tensor) -> None:
+        if not self.regions or tensor.device.type != "cpu":
+            return
+        pointer = tensor.data_ptr()
+        start = -(-pointer // self.page) * self.page
+        end = (pointer + tensor.numel() * tensor.element_size()) // self.page * self.page
+        if end > start and any(low <= start and end <= high for low, high in self.regions):
+            self.madvise(start, end - start, self.MADV_DONTNEED)
+
+
+def cast_state_in_place(state: dict[str, torch.Tensor], *, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None, source: str | os.PathLike | None = None) -> None:
+    """Move every floating tensor of `state` to device/dtype, replacing its entry before the next one.
+
+    Only one source tensor and its cast exist at a time beyond the already cast ones; with `source` (the
+    file `state` was memory-mapped from) the pages of each cast tensor are handed back too, so the peak
+    is about one copy of the weights in the target dtype. Integer tensors only change device.
+    """
+    pages = _MappedFilePages(source) if source is not None else None
+    for name in list(state):
+        tensor = state[name]
+        target = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+        cast = tensor.to(device=device, dtype=target)
+        state[name] = cast
+        if pages is not None and cast.data_ptr() != tensor.data_ptr():
+            pages.release(tensor)
+        del tensor, cast
 
 
 def _sd15_file(folder: Path) -> Path:

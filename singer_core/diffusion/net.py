@@ -3,6 +3,7 @@ locator, image and audio projections and the MSM (`audioembed`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from ..io.checkpoint import PretrainedMixin
 from .audio_modules import RegionMasks
 from .audio_proj import AudioProjModel
-from .config import DiffusionConfig
+from .config import FORWARD_MODES, DiffusionConfig
 from .face_locator import FaceLocator
 from .image_proj import ImageProjModel
 from .reference import ReferenceAttentionControl, build_reference_unet
@@ -55,7 +56,29 @@ class SingerNet(nn.Module, PretrainedMixin):
                                         config.audio_intermediate_dim, config.audio_attention_dim,
                                         config.audio_tokens)
         self.audioembed = build_msm(config) if config.use_msm else None
-        self.reference_control = ReferenceAttentionControl(self.reference_unet, self.denoising_unet)
+        self.reference_control = ReferenceAttentionControl(self.reference_unet, self.denoising_unet,
+                                                           bank_fp16=config.reference_bank_fp16)
+
+    @property
+    def forward_mode(self) -> str:
+        """"clean" or "official-as-run" (see `DiffusionConfig.forward_mode`)."""
+        return self.config.forward_mode
+
+    def set_forward_mode(self, mode: str, *, reference_bank_fp16: bool | None = None) -> None:
+        """Switch between the eval-branch forward ("clean") and the official script's ("official-as-run").
+
+        reference_bank_fp16: also switch the fp16 rounding of the reference bank (None = keep).
+        The config is replaced, so `save_pretrained` records the mode.
+        """
+        if mode not in FORWARD_MODES:
+            raise ValueError(f"SingerNet.set_forward_mode: mode must be one of {FORWARD_MODES}, got {mode!r}")
+        changes = {"forward_mode": mode}
+        if reference_bank_fp16 is not None:
+            changes["reference_bank_fp16"] = bool(reference_bank_fp16)
+        self.config = dataclasses.replace(self.config, **changes)
+        self.denoising_unet.config = self.config
+        self.denoising_unet.forward_mode = mode
+        self.reference_control.bank_fp16 = self.config.reference_bank_fp16
 
     def audio_tokens(self, audio_windows: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
         """Per-frame audio tokens.
@@ -73,6 +96,10 @@ class SingerNet(nn.Module, PretrainedMixin):
 
         reference_latents: (B, S, C, h, w): S = 1 reference image + motion frames;
         image_tokens: (B, K, cross_attention_dim) from `imageproj`.
+        Image i of the flattened (B*S) batch reads tokens of sample i // S ("clean", `repeat_interleave`)
+        or of sample i % B ("official-as-run": the official write-mode block tiles them with
+        `encoder_hidden_states.repeat(S, 1, 1)`, so under CFG [ref, m1, m2, ref, m1, m2] read
+        [u, c, u, c, u, c]).
         """
         if reference_latents.dim() != 5:
             raise ValueError(f"SingerNet.write_reference: reference_latents must be (B, S, C, h, w), got "
@@ -80,7 +107,10 @@ class SingerNet(nn.Module, PretrainedMixin):
         batch, images = reference_latents.shape[:2]
         flat = reference_latents.flatten(0, 1)
         timestep = torch.zeros(flat.shape[0], device=flat.device)
-        context = image_tokens.repeat_interleave(images, dim=0)
+        if self.forward_mode == "official-as-run":
+            context = image_tokens.repeat(images, 1, 1)
+        else:
+            context = image_tokens.repeat_interleave(images, dim=0)
         with self.reference_control.write():
             self.reference_unet(flat, timestep, encoder_hidden_states=context, return_dict=False)
 

@@ -18,6 +18,7 @@ from ..face.detect import Box
 from ..face.user_box import box_from_landmarks, check_box
 from ..io.config import JsonConfig
 from ..ops.noise_schedule import NoiseSchedule
+from .clip_loop import SOLVERS, SamplerPlan, iter_clips
 from .config import DiffusionConfig
 from .face_embedding import (
     FaceEmbedder,
@@ -27,12 +28,12 @@ from .face_embedding import (
 )
 from .masks import LIP_EXPAND_RATIO, face_masks
 from .net import SingerNet
-from .sampling import sample_long
 from .vae import decode_latents, encode_images, vae_downscale
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+FrameSink = Callable[[torch.Tensor], None]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -86,6 +87,12 @@ class PipelineOptions(JsonConfig):
     reencode_motion_frames: bool = True
     # paste-back feather as a share of the crop side (0 = hard edge)
     feather: float = 0.1
+    # sampler: "ddim" (official), "dpmpp" (DPM-Solver++ 2M) or "unipc" (diffusers' schedulers)
+    solver: str = "ddim"
+    # share of the steps (the first ones) that use classifier-free guidance (official: 1)
+    guided_share: float = 1.0
+    # reference image's attention banks written once per video (official: per clip)
+    cache_reference: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -104,10 +111,25 @@ class PipelineOptions(JsonConfig):
             (isinstance(self.decode_slice, int) and self.decode_slice >= 1,
              f"decode_slice must be an integer >= 1, got {self.decode_slice!r}"),
             (0.0 <= self.feather <= 0.5, f"feather must be in [0, 0.5], got {self.feather!r}"),
+            (self.solver in SOLVERS, f"solver must be one of {SOLVERS}, got {self.solver!r}"),
+            (0.0 <= self.guided_share <= 1.0, f"guided_share must be in [0, 1], got {self.guided_share!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"PipelineOptions: {message}")
+
+    @classmethod
+    def fast(cls, **overrides) -> PipelineOptions:
+        """Our fast settings (see `SamplerPlan.fast`, benchmarks/singer_cost.py): DPM-Solver++ 16 steps,
+        guidance on the first half, reference banks cached, motion frames passed as latents."""
+        plan = SamplerPlan.fast()
+        return cls(**{**dict(steps=plan.steps, solver=plan.solver, guided_share=plan.guided_share,
+                             cache_reference=plan.cache_reference, reencode_motion_frames=False), **overrides})
+
+    def plan(self) -> SamplerPlan:
+        """The per-clip sampling settings."""
+        return SamplerPlan(solver=self.solver, steps=self.steps, guidance=self.guidance,
+                           guided_share=self.guided_share, cache_reference=self.cache_reference)
 
     def torch_device(self) -> torch.device:
         """The device to run on ("auto": CUDA when available)."""
@@ -126,11 +148,12 @@ class PipelineOptions(JsonConfig):
 class PipelineResult:
     """A generated singing video."""
 
-    frames: torch.Tensor  # (T, H, W, 3) float32 in [0, 1], the portrait's size; T = frames of the audio
+    frames: torch.Tensor | None  # (T, H, W, 3) float32 in [0, 1], the portrait's size; None with a frame sink
     fps: float  # frame rate of `frames`
     audio: torch.Tensor | None  # (C, N) the input song (None when only features were given)
     sample_rate: int | None  # Hz of `audio`
     face_box: Box  # the crop square in portrait pixels (x, y, side, side) the video was generated in
+    frame_count: int = 0  # T = frames of the audio (also when they went to a frame sink)
 
 
 def use_sdpa_attention(module: torch.nn.Module) -> int:
@@ -312,7 +335,7 @@ class SingerPipeline:
     def __call__(self, image, audio: torch.Tensor | None = None, sample_rate: int | None = None, *,
                  features: SingerAudioFeatures | None = None, face_box=None, landmarks=None,
                  options: PipelineOptions | None = None, progress: Progress | None = None,
-                 **overrides) -> PipelineResult:
+                 frame_sink: FrameSink | None = None, **overrides) -> PipelineResult:
         """Generate a singing video.
 
         image: (H, W, 3) float 0..1 or uint8 RGB portrait (numpy or tensor); audio: (C, T) or (T,) float song,
@@ -322,7 +345,10 @@ class SingerPipeline:
         landmarks: optional (68, 2) portrait-pixel landmarks (masks, face alignment, and the box: no detector);
         options: PipelineOptions (default: the pipeline's), overrides: fields replaced in it (steps=, seed=, ...);
         progress: (done, total) after every denoising step, total = steps x clips; may raise to stop (nothing
-        is returned or written then). Returns PipelineResult with T = features.frames frames.
+        is returned or written then); frame_sink: called with each finished clip's (f, H, W, 3) float32
+        frames in order (e.g. `VideoWriter.write`); the frames are then not kept (result.frames is None),
+        so memory stays flat in song length. Returns PipelineResult with T = features.frames frames.
+        Clips are sampled, decoded and pasted one at a time (audio windows cut per clip).
         """
         options = dataclasses.replace(options or self.config, **overrides)
         device = options.torch_device()
@@ -352,31 +378,43 @@ class SingerPipeline:
                 self.vae.to("cpu")
                 offloads.append(_Offload(self.net.reference_unet, device))
             config = self.net.config
-            windows = features.windows((config.audio_seq_len - 1) // 2)[None].to(device=device, dtype=dtype)
-            # 4. denoise all clips
-            latents = sample_long(
+            # 4. denoise, decode and paste clip by clip
+            clips = iter_clips(
                 self.net, reference_latent=reference, face_embedding=embedding[None].to(device=device, dtype=dtype),
-                audio_windows=windows, face_mask_image=masks.locator_image.to(device=device, dtype=dtype),
+                audio_features=features.features, window_radius=(config.audio_seq_len - 1) // 2,
+                face_mask_image=masks.locator_image.to(device=device, dtype=dtype),
                 masks=self._region_masks(masks, options.clip_frames, device, dtype),
-                clip_frames=options.clip_frames, motion_frames=options.motion_frames, steps=options.steps,
-                guidance=options.guidance, motion_scale=(options.pose_weight, options.face_weight, options.lip_weight),
+                clip_frames=options.clip_frames, motion_frames=options.motion_frames, plan=options.plan(),
+                motion_scale=(options.pose_weight, options.face_weight, options.lip_weight),
                 seed=options.seed, schedule=self.schedule, use_msm=options.use_msm,
                 reencode=self._vae_round_trip if options.reencode_motion_frames else None, progress=progress)
+            height, width = portrait.shape[:2]
+            out = None if frame_sink is not None else torch.empty(features.frames, height, width, 3)
+            done = 0
+            for latents in clips:
+                if options.offload:
+                    self.net.to("cpu")
+                    self.vae.to(device)
+                frames = self._decode_and_paste(latents, portrait, transform, options)
+                if options.offload:
+                    self.vae.to("cpu")
+                    self.net.to(device)
+                if out is None:
+                    frame_sink(frames)
+                else:
+                    out[done:done + frames.shape[0]] = frames
+                done += frames.shape[0]
+                del frames, latents
         finally:
             for offload in offloads:
                 offload.remove()
-        # 5. decode in slices and paste back, frame slice by frame slice
         if options.offload:
             self.net.to("cpu")
-            self.vae.to(device)
-        frames = self._decode_and_paste(latents, portrait, transform, options)
-        if options.offload:
-            self.vae.to("cpu")
         waveform = None if audio is None else torch.as_tensor(audio, dtype=torch.float32)
-        return PipelineResult(frames=frames, fps=float(options.fps), audio=waveform,
+        return PipelineResult(frames=out, fps=float(options.fps), audio=waveform,
                               sample_rate=None if waveform is None else int(sample_rate),
                               face_box=Box(float(transform.x0), float(transform.y0), float(transform.side),
-                                           float(transform.side)))
+                                           float(transform.side)), frame_count=done)
 
     def _vae_round_trip(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents (M, C, h, w) decoded to pixels and encoded again (the official motion-frame path)."""

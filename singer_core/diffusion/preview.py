@@ -22,7 +22,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..audio.features import SingerAudioFeatures
@@ -284,19 +283,22 @@ def render_preview(model_dir: str | os.PathLike, image, song_waveform: torch.Ten
     and identity come from them and no face detector is needed); face_box: (x, y, w, h) portrait pixels
     (else from the landmarks, else detected). Returns out_path. The video has ceil(seconds x fps) frames at the portrait's size.
     """
-    from ..io.video import write_video
+    from ..io.video import VideoWriter
 
     model = load_model_folder(model_dir)
     waveform = torch.as_tensor(song_waveform, dtype=torch.float32)
     waveform = waveform[None] if waveform.dim() == 1 else waveform
     features = encode_song(model, waveform if vocals is None else vocals, sample_rate, fps)
-    result = model.pipeline()(image, features=features, progress=progress, steps=steps, guidance=guidance, seed=seed,
-                              landmarks=landmarks, face_box=face_box, crop_ratio=crop_ratio, clip_frames=model.clip_frames,
-                              motion_frames=model.motion_frames, fps=fps, device="cpu", dtype="fp32")
-    frames = (result.frames.clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
     audio = waveform if waveform.shape[0] <= 2 else waveform.mean(0, keepdim=True)
-    return write_video(out_path, np.ascontiguousarray(frames), fps, audio=audio.numpy(), sample_rate=int(sample_rate),
-                       crf=23, preset="veryfast", pad_odd=True)
+    # clips go to the encoder as they are decoded: memory stays flat in song length
+    with VideoWriter(out_path, fps, sample_rate=int(sample_rate), audio_channels=audio.shape[0], crf=23,
+                     preset="veryfast", pad_odd=True) as writer:
+        writer.write_audio(audio.numpy())
+        model.pipeline()(image, features=features, progress=progress, steps=steps, guidance=guidance, seed=seed,
+                         landmarks=landmarks, face_box=face_box, crop_ratio=crop_ratio, clip_frames=model.clip_frames,
+                         motion_frames=model.motion_frames, fps=fps, device="cpu", dtype="fp32",
+                         frame_sink=lambda frames: writer.write((frames.clamp(0, 1) * 255.0).round().to(torch.uint8)))
+    return Path(out_path)
 
 
 __all__ = ["MODEL_INFO", "SingerVideoModel", "build_tiny_stack", "encode_song", "load_model_folder",

@@ -128,9 +128,12 @@ class ReferenceAttentionControl:
     (`DenoisingUNet3D`). Both have the SD1.5 block layout, so `down_blocks.1.attentions.0...` of one pairs
     with the same path of the other (the official code pairs them by sorted width, which is the same).
     Use: `with control.write(): reference_unet(...)`, then `control.read(frames, keep)`, denoise, `clear()`.
+    bank_fp16: round the banks to float16 when handing them over (the official `update(writer,
+    dtype=torch.float16)` default), then back to their dtype.
     """
 
-    def __init__(self, reference_unet: nn.Module, denoising_unet: nn.Module) -> None:
+    def __init__(self, reference_unet: nn.Module, denoising_unet: nn.Module, *, bank_fp16: bool = False) -> None:
+        self.bank_fp16 = bank_fp16
         writers = dict(spatial_self_attentions(reference_unet))
         readers = dict(spatial_self_attentions(denoising_unet))
         if set(writers) != set(readers):
@@ -158,7 +161,8 @@ class ReferenceAttentionControl:
             if not writer.bank:
                 raise RuntimeError("ReferenceAttentionControl.read: nothing was written; run the reference UNet "
                                    "inside `with control.write():` first")
-            reader.bank = list(writer.bank)
+            reader.bank = ([entry.to(torch.float16).to(entry.dtype) for entry in writer.bank] if self.bank_fp16
+                           else list(writer.bank))
             reader.mode = "read"
             reader.video_length = video_length
             reader.keep = keep

@@ -77,6 +77,8 @@ class DenoisingUNet3D(nn.Module):
         from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
         self.config = config
+        # "clean" or "official-as-run" (DiffusionConfig.forward_mode); SingerNet.set_forward_mode switches it
+        self.forward_mode = config.forward_mode
         widths = list(config.block_out_channels)
         layers = config.layers_per_block
         self.conv_in = nn.Conv2d(config.in_channels, widths[0], kernel_size=3, padding=1)
@@ -133,6 +135,7 @@ class DenoisingUNet3D(nn.Module):
         audio modules skipped; mask_cond_fea: (B, C0, F, h, w) face-locator features added after conv_in;
         masks: full/face/lip region masks (None = all ones); motion_scale: (pose, face, lip) weights.
         Reference attention is active when a ReferenceAttentionControl has been put in read mode.
+        `self.forward_mode` picks the branch of the official blocks (see DiffusionConfig.forward_mode).
         Returns (B, C_out, F, h, w).
         """
         if sample.dim() != 5:
@@ -156,7 +159,8 @@ class DenoisingUNet3D(nn.Module):
         if masks is None:
             masks = RegionMasks.ones(batch * frames, height, width, device=hidden.device, dtype=hidden.dtype)
         inputs = BlockInputs(temb=temb, context=context, audio=audio, masks=masks,
-                             weights=None if motion_scale is None else tuple(motion_scale), frames=frames)
+                             weights=None if motion_scale is None else tuple(motion_scale), frames=frames,
+                             as_run=self.forward_mode == "official-as-run")
         # 2. stem (+ face-locator features)
         hidden = self.conv_in(hidden)
         if mask_cond_fea is not None:

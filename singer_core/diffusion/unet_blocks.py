@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .audio_modules import AudioTransformer, RegionMasks
-from .config import DiffusionConfig
+from .config import EMPTY_BANK_MOTION_FRAMES, DiffusionConfig
 from .motion_module import VanillaTemporalModule
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,9 @@ class BlockInputs:
 
     temb: (N, time_embed_dim); context: (N, K, cross_attention_dim) image tokens; audio: (N, T, audio_dim)
     or None (audio modules skipped); masks: RegionMasks; weights: pose/face/lip scales or None;
-    frames: F.
+    frames: F; as_run: True = the official script's training branch (`DiffusionConfig.forward_mode`
+    "official-as-run"): motion frames in every attention block, no motion module in attention-free
+    blocks, weights in every audio module.
     """
 
     temb: torch.Tensor
@@ -31,6 +33,45 @@ class BlockInputs:
     masks: RegionMasks
     weights: tuple[float, float, float] | None
     frames: int
+    as_run: bool = False
+
+
+def bank_motion_frames(attention: nn.Module, hidden: torch.Tensor, frames: int, as_run: bool) -> torch.Tensor | None:
+    """(B, M, C, h, w) motion-frame features the official blocks read from a spatial transformer's bank.
+
+    attention: the layer's spatial Transformer2DModel; hidden: (B*F, C, h, w) its output. The features
+    are the reference UNet's `norm1` tokens of the motion-frame images at the same layer (the bank entry
+    past the reference image). Without a bank in read mode: None in clean mode, and the official
+    training-branch fallback (EMPTY_BANK_MOTION_FRAMES zero frames) when `as_run`.
+    """
+    from .reference import ReferenceAttnProcessor
+
+    batch = hidden.shape[0] // frames
+    height, width = hidden.shape[-2:]
+    processor = attention.transformer_blocks[0].attn1.processor
+    if not isinstance(processor, ReferenceAttnProcessor) or processor.mode != "read" or not processor.bank:
+        if not as_run:
+            return None
+        return hidden.new_zeros(batch, EMPTY_BANK_MOTION_FRAMES, hidden.shape[1], height, width)
+    _, motion = processor.reference_tokens(batch)
+    if motion.shape[1] == 0:
+        return None
+    return motion.reshape(batch, motion.shape[1], height, width, -1).permute(0, 1, 4, 2, 3)
+
+
+def motion_with_history(module: nn.Module, hidden: torch.Tensor, motion: torch.Tensor | None,
+                        frames: int) -> torch.Tensor:
+    """Run a motion module on M motion frames prepended in time to the clip, return the clip's frames.
+
+    hidden: (B*F, C, h, w); motion: (B, M, C, h, w) or None (the module sees the clip alone).
+    """
+    if motion is None:
+        return module(hidden, frames)
+    batch, extra = motion.shape[:2]
+    clip = hidden.view(batch, frames, *hidden.shape[1:])
+    joined = torch.cat([motion.to(hidden.dtype), clip], dim=1).flatten(0, 1)
+    joined = module(joined, frames + extra)
+    return joined.view(batch, frames + extra, *hidden.shape[1:])[:, extra:].flatten(0, 1)
 
 
 def _resnet(config: DiffusionConfig, in_channels: int, out_channels: int) -> nn.Module:
@@ -88,13 +129,18 @@ class UNetBlock3D(nn.Module):
 
     def _layer(self, index: int, hidden: torch.Tensor, inputs: BlockInputs) -> torch.Tensor:
         hidden = self.resnets[index](hidden, inputs.temb)
-        if self.attentions is not None:
-            hidden = self.attentions[index](hidden, encoder_hidden_states=inputs.context, return_dict=False)[0]
-            if inputs.audio is not None:
-                masks = (inputs.masks.full[self.depth], inputs.masks.face[self.depth], inputs.masks.lip[self.depth])
-                hidden = self.audio_modules[index](hidden, inputs.audio, masks,
-                                                   inputs.weights if self.weighted else None)
-        return self.motion_modules[index](hidden, inputs.frames)
+        if self.attentions is None:
+            # official training branch of DownBlock3D / UpBlock3D: resnet only, the motion module is skipped
+            return hidden if inputs.as_run else self.motion_modules[index](hidden, inputs.frames)
+        hidden = self.attentions[index](hidden, encoder_hidden_states=inputs.context, return_dict=False)[0]
+        if inputs.audio is not None:
+            masks = (inputs.masks.full[self.depth], inputs.masks.face[self.depth], inputs.masks.lip[self.depth])
+            weighted = self.weighted or inputs.as_run
+            hidden = self.audio_modules[index](hidden, inputs.audio, masks, inputs.weights if weighted else None)
+        if not inputs.as_run:
+            return self.motion_modules[index](hidden, inputs.frames)
+        motion = bank_motion_frames(self.attentions[index], hidden, inputs.frames, as_run=True)
+        return motion_with_history(self.motion_modules[index], hidden, motion, inputs.frames)
 
     def forward_down(self, hidden: torch.Tensor, inputs: BlockInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """hidden: (N, C, h, w) -> (output, skip features of every layer and of the downsampler)."""
@@ -122,7 +168,8 @@ class MidBlock3D(nn.Module):
     """Mid block: resnet, then per layer spatial attention -> audio module -> motion module -> resnet.
 
     The motion module also sees the motion frames (the reference UNet's extra images, read from the
-    spatial attention's reference bank), prepended in time and cut off after, as Hallo does.
+    spatial attention's reference bank), prepended in time and cut off after, as Hallo does (both
+    forward modes; in "official-as-run" an empty bank gives the official 4 zero frames).
     """
 
     def __init__(self, config: DiffusionConfig) -> None:
@@ -134,20 +181,6 @@ class MidBlock3D(nn.Module):
         self.audio_modules = nn.ModuleList([_audio_module(config, channels, channels)])
         self.motion_modules = nn.ModuleList([_motion_module(config, channels)] if config.motion_mid_block else [])
 
-    def _motion_frames(self, hidden: torch.Tensor, frames: int) -> torch.Tensor | None:
-        """(B, M, C, h, w) motion-frame features from the reference bank, or None."""
-        from .reference import ReferenceAttnProcessor
-
-        processor = self.attentions[0].transformer_blocks[0].attn1.processor
-        if not isinstance(processor, ReferenceAttnProcessor) or processor.mode != "read":
-            return None
-        batch = hidden.shape[0] // frames
-        _, motion = processor.reference_tokens(batch)
-        if motion.shape[1] == 0:
-            return None
-        height, width = hidden.shape[-2:]
-        return motion.reshape(batch, motion.shape[1], height, width, -1).permute(0, 1, 4, 2, 3)
-
     def forward(self, hidden: torch.Tensor, inputs: BlockInputs) -> torch.Tensor:
         """hidden: (N, C, h, w) -> (N, C, h, w)."""
         hidden = self.resnets[0](hidden, inputs.temb)
@@ -156,14 +189,6 @@ class MidBlock3D(nn.Module):
             masks = (inputs.masks.full[3], inputs.masks.face[3], inputs.masks.lip[3])
             hidden = self.audio_modules[0](hidden, inputs.audio, masks, inputs.weights)
         if len(self.motion_modules):
-            frames = inputs.frames
-            motion = self._motion_frames(hidden, frames)
-            if motion is None:
-                hidden = self.motion_modules[0](hidden, frames)
-            else:
-                batch, extra = motion.shape[:2]
-                clip = hidden.view(batch, frames, *hidden.shape[1:])
-                joined = torch.cat([motion.to(hidden.dtype), clip], dim=1).flatten(0, 1)
-                joined = self.motion_modules[0](joined, frames + extra)
-                hidden = joined.view(batch, frames + extra, *hidden.shape[1:])[:, extra:].flatten(0, 1)
+            motion = bank_motion_frames(self.attentions[0], hidden, inputs.frames, as_run=inputs.as_run)
+            hidden = motion_with_history(self.motion_modules[0], hidden, motion, inputs.frames)
         return self.resnets[1](hidden, inputs.temb)

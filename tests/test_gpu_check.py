@@ -1,0 +1,34 @@
+"""`make gpu-check --dry-run`: every step of benchmarks/gpu_check.py runs end to end on the CPU at reduced size
+and lands in one JSON (the GPU numbers themselves need a lent CUDA machine)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow  # a few CPU minutes: the NeRF kernels run under the Triton interpreter
+def test_gpu_check_dry_run_writes_every_step(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--json", str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["dry_run"] and all(result[step]["ok"] for step in ("tests", "singer", "nerf", "motion"))
+    presets = result["singer"]["presets"]
+    assert set(presets) == {"official", "ours_default"} and all(p["seconds_per_frame"] > 0 for p in presets.values())
+
+
+def test_gpu_check_refuses_a_missing_output_folder(tmp_path):
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--json",
+                           str(tmp_path / "missing" / "x.json")], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 1 and done.stderr.strip().startswith("error:") and "Traceback" not in done.stderr
