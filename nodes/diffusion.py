@@ -169,7 +169,7 @@ class SingerModelLoader(io.ComfyNode):
                                          "from the hub into the models folders. Off: an error says what to place "
                                          "where.", optional=True),
             ],
-            outputs=[SingerModelType.Output("singer_model", tooltip="The SINGER stack, for Sample SINGER Video.")],
+            outputs=[SingerModelType.Output("singer_model", display_name="SINGER model", tooltip="The SINGER stack, for Sample SINGER Video.")],
         )
 
     @classmethod
@@ -357,8 +357,8 @@ class SingerSampleVideo(io.ComfyNode):
                                tooltip="auto: ComfyUI's torch device."),
             ],
             outputs=[
-                io.Video.Output("video", tooltip="The singing video with the song attached (for Save Video)."),
-                io.Image.Output("frames", tooltip="The frames as an IMAGE batch, at the portrait's size."),
+                io.Video.Output("video", display_name="video", tooltip="The singing video with the song attached (for Save Video)."),
+                io.Image.Output("frames", display_name="frames", tooltip="The frames as an IMAGE batch, at the portrait's size."),
             ],
         )
 

@@ -38,7 +38,7 @@ class SingerMotionLoader(io.ComfyNode):
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
                                tooltip="Where to run sampling; auto = ComfyUI's torch device."),
             ],
-            outputs=[MotionModelType.Output("motion_model", tooltip="The motion model, for Sample Motion.")],
+            outputs=[MotionModelType.Output("motion_model", display_name="motion model", tooltip="The motion model, for Sample Motion.")],
         )
 
     @classmethod
@@ -86,7 +86,7 @@ class SingerSampleMotion(io.ComfyNode):
                 io.Float.Input("expression_scale", default=1.0, min=0.0, max=3.0, step=0.05,
                                tooltip="Scale of facial expression around the average (mouth, brows, eyes)."),
             ],
-            outputs=[Motion.Output("motion", tooltip="Expression + head pose per frame at the features' fps.")],
+            outputs=[Motion.Output("motion", display_name="motion", tooltip="Expression + head pose per frame at the features' fps.")],
         )
 
     @classmethod

@@ -54,8 +54,8 @@ class SingerNeRFLoader(io.ComfyNode):
                                tooltip="Where to render; auto = ComfyUI's torch device."),
             ],
             outputs=[
-                NerfModelType.Output("nerf_model", tooltip="The subject model, for Render Audio NeRF."),
-                io.String.Output("info", tooltip="Frame size, fps, fusion mode and the audio features it needs."),
+                NerfModelType.Output("nerf_model", display_name="NeRF model", tooltip="The subject model, for Render Audio NeRF."),
+                io.String.Output("info", display_name="info", tooltip="Frame size, fps, fusion mode and the audio features it needs."),
             ],
         )
 
@@ -110,8 +110,8 @@ class SingerNeRFRender(io.ComfyNode):
                                             "layers=last, steps_per_frame=2): those features of the same song."),
             ],
             outputs=[
-                io.Image.Output("frames", tooltip="One rendered image per audio frame."),
-                io.Video.Output("video", tooltip="The frames at the model's fps with the audio if connected "
+                io.Image.Output("frames", display_name="frames", tooltip="One rendered image per audio frame."),
+                io.Video.Output("video", display_name="video", tooltip="The frames at the model's fps with the audio if connected "
                                                  "(for Save Video)."),
             ],
         )
@@ -182,8 +182,8 @@ class SingerTextToSpeech(io.ComfyNode):
                                tooltip="Where to run the model; auto = ComfyUI's torch device."),
             ],
             outputs=[
-                io.Audio.Output("speech", tooltip="The spoken text (mono, at the model's sample rate)."),
-                AudioFeatures.Output("features", tooltip="Wav2Lip mel-80 windows (frames, 16, 80) of the speech "
+                io.Audio.Output("speech", display_name="speech", tooltip="The spoken text (mono, at the model's sample rate)."),
+                AudioFeatures.Output("features", display_name="features", tooltip="Wav2Lip mel-80 windows (frames, 16, 80) of the speech "
                                                          "at fps: the input of Render Audio NeRF."),
             ],
         )

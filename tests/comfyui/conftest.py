@@ -1,7 +1,9 @@
 """Fixtures that run the pack inside a real ComfyUI server (see /work/shared/COMFYUI.md).
 
 The checkout comes from ``COMFYUI_PATH`` and the Python that runs it from ``COMFYUI_PYTHON``
-(default: the interpreter running pytest). Without a checkout every test here skips with a
+(default: the interpreter running pytest). ``COMFYUI_FRONTEND_ROOT`` serves another frontend with
+ComfyUI's ``--front-end-root``: a ``static`` folder, or an unpacked ``comfyui-frontend-package`` wheel
+(e.g. ``pip download comfyui-frontend-package==1.58.1`` and unzip it); default: the checkout's own. Without a checkout every test here skips with a
 reason. ComfyUI is never imported into the test process: the server runs as a subprocess in a
 throw-away base directory whose ``custom_nodes/`` holds a symlink to this repository.
 
@@ -64,6 +66,20 @@ def comfyui_path_or_skip() -> Path:
     if not (path / "main.py").is_file():
         pytest.skip(f"COMFYUI_PATH={raw!r} is not a ComfyUI checkout (no main.py there)")
     return path
+
+
+def frontend_root_or_none() -> Path | None:
+    """The frontend folder named by COMFYUI_FRONTEND_ROOT (its ``index.html`` folder), or None for the
+    checkout's pinned frontend. Fails (not skips) when the variable names something else."""
+    raw = os.environ.get("COMFYUI_FRONTEND_ROOT", "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser().resolve()
+    for candidate in (path, path / "static", path / "comfyui_frontend_package" / "static"):
+        if (candidate / "index.html").is_file():
+            return candidate
+    pytest.fail(f"COMFYUI_FRONTEND_ROOT={raw!r} holds no frontend (no index.html in it, in static/ or in "
+                "comfyui_frontend_package/static/): unzip a comfyui-frontend-package wheel there")
 
 
 def _free_port() -> int:
@@ -316,6 +332,9 @@ def comfy_server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory):
     log_path = base_dir / "comfyui.log"
     command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                "--base-directory", str(base_dir), "--database-url", "sqlite:///:memory:"]
+    frontend = frontend_root_or_none()
+    if frontend is not None:
+        command += ["--front-end-root", str(frontend)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, cwd=comfyui_path, stdout=log_file, stderr=subprocess.STDOUT,
