@@ -52,7 +52,8 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Options that make the frontend add an "upload" button widget after the required inputs.
 UPLOAD_OPTIONS = ("image_upload", "audio_upload", "video_upload", "animated_image_upload")
 # Nodes the frontend gives an extra "audioUI" player widget (frontend 1.27, Comfy.AudioWidget).
-AUDIO_UI_NODES = {"LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus"}
+AUDIO_UI_NODES = {"LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus",
+                  "SingerLoadAudio"}  # ours: web/js/load_song.js
 # UI-only nodes that never reach the server.
 UI_ONLY_NODES = {"Note", "MarkdownNote"}
 
