@@ -235,8 +235,9 @@ class SingerIsolateVocals(io.ComfyNode):
             path = resolve_model_path(SEPARATOR_FOLDER, method)
             if path is None:
                 raise ValueError(f"{who}: '{method}' is not in {model_folder(SEPARATOR_FOLDER)}; put the .onnx "
-                                 "file there (Hallo's is audio_separator/Kim_Vocal_2.onnx on the hub repo "
-                                 "fudan-generative-ai/hallo) and refresh the node list")
+                                 "file there (Hallo's: `hf download fudan-generative-ai/hallo "
+                                 f"audio_separator/Kim_Vocal_2.onnx --local-dir {model_folder(SEPARATOR_FOLDER).parent}`)"
+                                 " and refresh the node list")
             separator = MdxNetSeparator.from_onnx(path, denoise=denoise)
             run = lambda item, progress: separator.separate(item, rate, progress=progress)  # noqa: E731
         vocals, accompaniment = [], []
@@ -304,7 +305,7 @@ class SingerAudioEncoderLoader(io.ComfyNode):
             else:
                 raise ValueError(
                     f"{who}: '{encoder}' is not in {models_dir} and allow_download is off. On a connected "
-                    f"machine run `huggingface-cli download {encoder} --local-dir {local}` and copy that folder "
+                    f"machine run `hf download {encoder} --local-dir {local}` and copy that folder "
                     "here, or switch allow_download on")
         if source is None:
             raise ValueError(f"{who}: '{encoder}' was not found in {models_dir}; refresh the node list")

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 PACK_ROOT = Path(__file__).resolve().parents[2]  # tests/comfyui/conftest.py -> repository root
 PACK_LINK_NAME = "comfyui-singer"  # the pack's folder name inside custom_nodes/
 SONG_NAME = "singer_example_song.wav"  # the file the shipped workflows load
-TINY_MOTION_MODEL = "motion-tiny"  # the model the motion workflow loads (models/singer_motion/motion-tiny/)
+TINY_MOTION_MODEL = "motion-demo"  # the model the motion workflow loads: `make demo`'s, from the demo folder
 SHORT_SONG_NAME = "singer_short_song.wav"  # 0.2 s: too short for deep decompositions
 
 STARTUP_TIMEOUT_S = 120.0
@@ -281,7 +281,7 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
 
 def _train_tiny_motion_model(target: Path, runs: Path) -> None:
     """The motion workflow's model: the trainer's `demo` preset (about a CPU minute; the mouth follows the sung
-    vowels), copied where users put theirs (models/singer_motion/<name>/)."""
+    vowels), where `make demo` leaves it (<demo models>/motion-demo/, listed by the loader without copying)."""
     import shutil
 
     from singer_core.train.loop import train
@@ -291,16 +291,19 @@ def _train_tiny_motion_model(target: Path, runs: Path) -> None:
     shutil.copytree(final, target)
 
 
-def _build_tiny_video_models(base_dir: Path) -> None:
-    """The NeRF and SINGER workflows' models, where users put theirs: a NeRF trained for a few steps on a
-    SynthSinger subject (models/singer_nerf/nerf-demo/) and the tiny SINGER stack (models/singer/singer-tiny/),
-    trained for two steps: enough to run the workflows end to end, not to look good."""
+def _build_tiny_video_models(base_dir: Path, demo_models: Path) -> None:
+    """The NeRF and SINGER workflows' models, where `make demo` leaves them (SINGER_DEMO_MODELS, listed by the
+    loaders without copying): a NeRF trained for a few steps on a SynthSinger subject (nerf-demo/) and the tiny
+    SINGER stack (singer-demo/), trained for two steps: enough to run the workflows end to end, not to look good.
+    The SINGER node tests also place a copy where users put theirs (models/singer/singer-tiny/)."""
+    import shutil
+
     from singer_core.diffusion.preview import build_tiny_stack
     from singer_core.nerf.preview import train_demo_nerf
 
-    train_demo_nerf(base_dir / "models" / "singer_nerf" / "nerf-demo", cache_dir=base_dir / "runs" / "nerf", steps=40)
-    build_tiny_stack(base_dir / "models" / "singer" / "singer-tiny", cache_dir=base_dir / "runs" / "singer", steps=2,
-                     small_data=True)
+    train_demo_nerf(demo_models / "nerf-demo", cache_dir=base_dir / "runs" / "nerf", steps=40)
+    build_tiny_stack(demo_models / "singer-demo", cache_dir=base_dir / "runs" / "singer", steps=2, small_data=True)
+    shutil.copytree(demo_models / "singer-demo", base_dir / "models" / "singer" / "singer-tiny")
 
 
 @pytest.fixture(scope="session")
@@ -322,8 +325,9 @@ def comfy_server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory):
     (base_dir / "input").mkdir()
     _write_song(base_dir / "input" / SONG_NAME, 3.0, seed=1)
     _write_song(base_dir / "input" / SHORT_SONG_NAME, 0.2, seed=2)
-    _train_tiny_motion_model(base_dir / "models" / "singer_motion" / TINY_MOTION_MODEL, base_dir / "runs")
-    _build_tiny_video_models(base_dir)
+    demo_models = base_dir / "demo_models"  # stands in for <pack>/out/models of `make demo` (SINGER_DEMO_MODELS)
+    _train_tiny_motion_model(demo_models / TINY_MOTION_MODEL, base_dir / "runs")
+    _build_tiny_video_models(base_dir, demo_models)
     settings = base_dir / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
@@ -336,7 +340,7 @@ def comfy_server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory):
     frontend = frontend_root_or_none()
     if frontend is not None:
         command += ["--front-end-root", str(frontend)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", SINGER_DEMO_MODELS=str(demo_models))
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, cwd=comfyui_path, stdout=log_file, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.comfyui
 
 PACK_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = PACK_ROOT / "workflows" / "nerf_talking_head.json"
-DEMO_NAME = "nerf-demo"  # the folder the shipped workflow loads (models/singer_nerf/nerf-demo/)
+DEMO_NAME = "nerf-demo"  # the folder the shipped workflow loads (make demo's, from the demo folder)
 DEMO_STEPS = 40  # enough for the occupancy grid to prune empty space (fast renders) and a face-like blob
 NODE_IDS = ("SingerNeRFLoader", "SingerNeRFRender", "SingerTextToSpeech")
 MEL = "mel-80 (built-in, no weights)"
@@ -23,10 +23,10 @@ MEL = "mel-80 (built-in, no weights)"
 
 @pytest.fixture(scope="module")
 def nerf_model(comfy_server) -> Path:
-    """models/singer_nerf/nerf-demo of the server (the conftest may have placed it already)."""
+    """nerf-demo in the server's demo folder (SINGER_DEMO_MODELS; the conftest may have placed it already)."""
     from singer_core.nerf.preview import train_demo_nerf
 
-    target = comfy_server.base_dir / "models" / "singer_nerf" / DEMO_NAME
+    target = comfy_server.base_dir / "demo_models" / DEMO_NAME
     if not (target / "model.safetensors").is_file():
         train_demo_nerf(target, cache_dir=comfy_server.base_dir / "runs" / "nerf", steps=DEMO_STEPS)
     return target
