@@ -184,7 +184,8 @@ class SingerFacePaste(io.ComfyNode):
             description="Paste generated face frames back into the original portrait with a feathered edge.",
             inputs=[
                 io.Image.Input("image", tooltip="The original portrait (first image used)."),
-                io.Image.Input("faces", tooltip="Generated face frames (square, any size)."),
+                io.Image.Input("faces", tooltip="Generated face crops (square, any size), or whole frames the size of "
+                                                "the portrait (e.g. Render Motion): only their crop box is pasted."),
                 FaceCrop.Input("crop", tooltip="From Face Crop (SINGER) on the same portrait."),
                 io.Float.Input("feather", default=0.1, min=0.0, max=0.5, step=0.01,
                                tooltip="Width of the soft edge as a share of the crop side."),
@@ -202,7 +203,10 @@ class SingerFacePaste(io.ComfyNode):
         generated = _images_to_uint8(faces, who)
         out = np.empty((generated.shape[0], *portrait.shape), dtype=np.uint8)
         progress = comfy_progress(len(generated))
+        whole_frames = generated.shape[1:3] == portrait.shape[:2]  # not crops: frames aligned with the portrait
         for index, face in enumerate(generated):
+            if whole_frames:  # a frame aligned with the portrait: paste its face region only, not the whole frame
+                face = square_crop(face, (crop.x0, crop.y0, crop.side, crop.side), crop.size)[0]
             out[index] = paste_back(portrait, face, crop, feather=feather)
             progress(index + 1, len(generated))
         return io.NodeOutput(torch.from_numpy(out).float() / 255.0)

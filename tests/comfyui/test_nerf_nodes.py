@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.comfyui
 
 PACK_ROOT = Path(__file__).resolve().parents[2]
-WORKFLOW = PACK_ROOT / "workflows" / "nerf_talking_head.json"
+WORKFLOW = PACK_ROOT / "workflows" / "Audio NeRF talking head (DAMC).json"
 DEMO_NAME = "nerf-demo"  # the folder the shipped workflow loads (make demo's, from the demo folder)
 DEMO_STEPS = 40  # enough for the occupancy grid to prune empty space (fast renders) and a face-like blob
 NODE_IDS = ("SingerNeRFLoader", "SingerNeRFRender", "SingerTextToSpeech")
@@ -123,7 +123,7 @@ def test_workflow_saves_a_talking_head_video_with_sound(comfy_server, nerf_model
     from singer_core.io.video import read_video
 
     workflow = json.loads(WORKFLOW.read_text(encoding="utf-8"))
-    prompt = comfy_server.workflow_to_prompt(workflow)
+    prompt = comfy_server.with_fast_values(comfy_server.workflow_to_prompt(workflow))
     seconds = next(node["inputs"]["seconds"] for node in prompt.values() if node["class_type"] == "SingerSynthSong")
 
     entry = comfy_server.run_prompt(prompt, timeout_s=120)
