@@ -170,7 +170,7 @@ def test_missing_model_empty_text_and_wrong_fps_give_clear_errors(comfy_server, 
     # 3. a hub id that is not downloaded, with downloads off
     entry = comfy_server.run_prompt(_tts_prompt("microsoft/speecht5_tts", "hello"))
     message = _error(comfy_server, entry, "SingerTextToSpeech")
-    assert "huggingface-cli download microsoft/speecht5_tts" in message and "tts" in message, message
+    assert "hf download microsoft/speecht5_tts" in message and "tts" in message, message
     # 4. features at 30 fps for a 25 fps model
     message = _error(comfy_server, comfy_server.run_prompt(_render_prompt(f"{DEMO_NAME}/", 0.4, 30.0)),
                      "SingerNeRFRender")
