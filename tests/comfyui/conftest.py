@@ -3,7 +3,9 @@
 The checkout comes from ``COMFYUI_PATH`` and the Python that runs it from ``COMFYUI_PYTHON``
 (default: the interpreter running pytest). ``COMFYUI_FRONTEND_ROOT`` serves another frontend with
 ComfyUI's ``--front-end-root``: a ``static`` folder, or an unpacked ``comfyui-frontend-package`` wheel
-(e.g. ``pip download comfyui-frontend-package==1.58.1`` and unzip it); default: the checkout's own. Without a checkout every test here skips with a
+(e.g. ``pip download comfyui-frontend-package==1.58.1`` and unzip it); default: the checkout's own.
+``SINGER_TEST_DEMO_MODELS=out/models`` reuses the models ``make demo`` trained instead of training tiny ones;
+with ``SINGER_THUMBNAILS=DIR`` the shipped-workflow test runs the real settings and writes ``<title>.jpg`` there. Without a checkout every test here skips with a
 reason. ComfyUI is never imported into the test process: the server runs as a subprocess in a
 throw-away base directory whose ``custom_nodes/`` holds a symlink to this repository.
 
@@ -204,7 +206,10 @@ class ComfyServer:
     def with_fast_values(prompt: dict) -> dict:
         """The prompt with the tests' fast values set explicitly (the shipped workflows carry the real ones):
         2 DDIM steps without guidance for Sample SINGER Video and a 0.6 s clip to animate; a 1.2 s song for the
-        NeRF. Clip length stays auto (the model's own)."""
+        NeRF. Clip length stays auto (the model's own). With SINGER_THUMBNAILS set (thumbnails of the real
+        settings) the prompt is left as shipped."""
+        if os.environ.get("SINGER_THUMBNAILS"):
+            return prompt
         kinds = {node["class_type"] for node in prompt.values()}
         for node in prompt.values():
             inputs = node["inputs"]
@@ -342,8 +347,16 @@ def comfy_server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory):
     _write_song(base_dir / "input" / SONG_NAME, 3.0, seed=1)
     _write_song(base_dir / "input" / SHORT_SONG_NAME, 0.2, seed=2)
     demo_models = base_dir / "demo_models"  # stands in for <pack>/out/models of `make demo` (SINGER_DEMO_MODELS)
-    _train_tiny_motion_model(demo_models / TINY_MOTION_MODEL, base_dir / "runs")
-    _build_tiny_video_models(base_dir, demo_models)
+    given = os.environ.get("SINGER_TEST_DEMO_MODELS")  # reuse `make demo`'s out/models (thumbnails, quick reruns)
+    if given:
+        demo_models.mkdir()
+        for name in (TINY_MOTION_MODEL, "nerf-demo", "singer-demo"):
+            (demo_models / name).symlink_to(Path(given).resolve() / name, target_is_directory=True)
+        (base_dir / "models" / "singer").mkdir(parents=True)
+        (base_dir / "models" / "singer" / "singer-tiny").symlink_to(Path(given).resolve() / "singer-demo")
+    else:
+        _train_tiny_motion_model(demo_models / TINY_MOTION_MODEL, base_dir / "runs")
+        _build_tiny_video_models(base_dir, demo_models)
     settings = base_dir / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
