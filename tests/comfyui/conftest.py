@@ -5,8 +5,8 @@ The checkout comes from ``COMFYUI_PATH`` and the Python that runs it from ``COMF
 ComfyUI's ``--front-end-root``: a ``static`` folder, or an unpacked ``comfyui-frontend-package`` wheel
 (e.g. ``pip download comfyui-frontend-package==1.58.1`` and unzip it); default: the checkout's own.
 ``SINGER_TEST_DEMO_MODELS=out/models`` reuses the models ``make demo`` trained instead of training tiny ones;
-with ``SINGER_THUMBNAILS=DIR`` the shipped-workflow test runs the real settings and writes ``<title>.jpg`` there. Without a checkout every test here skips with a
-reason. ComfyUI is never imported into the test process: the server runs as a subprocess in a
+with ``SINGER_THUMBNAILS=DIR`` the shipped-workflow test runs the real settings and writes
+``<title>.jpg`` there. Without a checkout every test here skips with a reason. ComfyUI is never imported into the test process: the server runs as a subprocess in a
 throw-away base directory whose ``custom_nodes/`` holds a symlink to this repository.
 
 Helpers are methods of the session ``comfy_server`` object (``--import-mode=importlib`` does
