@@ -104,9 +104,11 @@ def resolve_model_path(name: str, relative: str) -> Path | None:
     for root in folder_paths.get_folder_paths(name):
         if not _listed(name, root, relative):
             continue
-        candidate = os.path.realpath(os.path.join(root, relative))
-        if os.path.commonpath([candidate, os.path.realpath(root)]) == os.path.realpath(root) and os.path.exists(candidate):
-            return Path(candidate)
+        # the name must stay inside the folder ("../" is refused); a symlinked model inside it is fine
+        base = os.path.abspath(root)
+        candidate = os.path.normpath(os.path.join(base, relative))
+        if os.path.commonpath([candidate, base]) == base and candidate != base and os.path.exists(candidate):
+            return Path(os.path.realpath(candidate))
     return None
 
 
