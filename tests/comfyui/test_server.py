@@ -226,6 +226,15 @@ def test_loaders_list_the_demo_models_without_copying(comfy_server):
         listed = options(node_id)
         assert name in listed, (node_id, listed)
         assert not set(demo.values()) - {name} & set(listed), f"{node_id} lists another kind's model: {listed}"
+    # a name that leaves the model folders is refused before anything runs
+    import requests
+
+    prompt = comfy_server.workflow_to_prompt(json.loads(MOTION_WORKFLOW.read_text(encoding="utf-8")))
+    for node in prompt.values():
+        if node["class_type"] == "SingerMotionLoader":
+            node["inputs"]["model"] = "../singer/singer-tiny/"  # exists, but outside singer_motion
+    response = requests.post(comfy_server.base_url + "/prompt", json={"prompt": prompt}, timeout=10)
+    assert response.status_code == 400 and "is not in" in response.text, response.text
 
 
 def test_pack_import_takes_under_a_second(comfy_server):
