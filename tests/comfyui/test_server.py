@@ -109,7 +109,7 @@ def test_shipped_workflow_runs(comfy_server, workflow_path: Path, tmp_path: Path
 
 
 def _write_thumbnail(data: bytes, target: Path, tmp_path: Path) -> None:
-    """A 512 px wide JPEG of a PNG, or of a video's middle frame."""
+    """A 384 x 384 JPEG card of a PNG, or of a video's middle frame."""
     from PIL import Image
 
     if data[:8] == b"\x89PNG\r\n\x1a\n":
@@ -121,9 +121,13 @@ def _write_thumbnail(data: bytes, target: Path, tmp_path: Path) -> None:
         path.write_bytes(data)
         frames = read_video(path).frames
         image = Image.fromarray(frames[frames.shape[0] // 2].numpy())
-    image.thumbnail((512, 512))
+    side = 384  # the template browser shows square cards: the picture scaled to fit, on a dark square
+    scale = side / max(image.size)
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    card = Image.new("RGB", (side, side), (24, 24, 24))
+    card.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
     target.parent.mkdir(parents=True, exist_ok=True)
-    image.save(target, format="JPEG", quality=88)
+    card.save(target, format="JPEG", quality=88)
 
 
 def _assert_real_picture(data: bytes) -> None:
