@@ -9,20 +9,6 @@ import logging
 import torch
 from comfy_api.latest import io, ui
 
-from ..singer_core.audio.encoder_loading import download_audio_encoder, load_audio_encoder
-from ..singer_core.audio.encoders import MelEncoder
-from ..singer_core.audio.io import (
-    audio_from_comfy,
-    audio_to_comfy,
-    check_audio,
-    decode_audio,
-    normalize_loudness,
-    normalize_peak,
-    resample,
-    to_mono,
-)
-from ..singer_core.audio.separation import MdxNetSeparator, separate_vocals_dsp
-from ..singer_core.audio.synth import SongConfig, synthesize_song
 from .comfy_bridge import (
     AUDIO_ENCODER_FOLDER,
     SEPARATOR_FOLDER,
@@ -56,6 +42,8 @@ def _input_audio_files() -> list[str]:
 
 
 def _items(audio, who: str):
+    from ..singer_core.audio.io import audio_from_comfy
+
     waveform, sample_rate = audio_from_comfy(audio, who)
     return [item for item in waveform], sample_rate
 
@@ -91,8 +79,8 @@ class SingerLoadAudio(io.ComfyNode):
                                        "decoded; 'silence' keeps the song, with the damaged parts silent."),
             ],
             outputs=[
-                io.Audio.Output("song", tooltip="The song as ComfyUI AUDIO."),
-                io.String.Output("info", tooltip="One line: duration, rate, channels, level, silence/clipping."),
+                io.Audio.Output("song", display_name="song", tooltip="The song as ComfyUI AUDIO."),
+                io.String.Output("info", display_name="info", tooltip="One line: duration, rate, channels, level, silence/clipping."),
             ],
         )
 
@@ -117,6 +105,16 @@ class SingerLoadAudio(io.ComfyNode):
     @classmethod
     def execute(cls, audio, sample_rate, mono, start_seconds, duration_seconds, normalize,
                 on_damage="error") -> io.NodeOutput:
+        from ..singer_core.audio.io import (
+            audio_to_comfy,
+            check_audio,
+            decode_audio,
+            normalize_loudness,
+            normalize_peak,
+            resample,
+            to_mono,
+        )
+
         who = "SingerLoadAudio"
         path = input_file_path(audio, who)
         try:
@@ -174,14 +172,17 @@ class SingerSynthSong(io.ComfyNode):
                                tooltip="Output rate in Hz."),
             ],
             outputs=[
-                io.Audio.Output("song", tooltip="The mix (vocals + backing)."),
-                io.Audio.Output("vocals", tooltip="The vocal stem alone (ground truth for separation)."),
-                io.Audio.Output("accompaniment", tooltip="The backing stems summed (silence without backing)."),
+                io.Audio.Output("song", display_name="song", tooltip="The mix (vocals + backing)."),
+                io.Audio.Output("vocals", display_name="vocals", tooltip="The vocal stem alone (ground truth for separation)."),
+                io.Audio.Output("accompaniment", display_name="accompaniment", tooltip="The backing stems summed (silence without backing)."),
             ],
         )
 
     @classmethod
     def execute(cls, seconds, seed, style, tempo_bpm, backing, backing_db, stereo, sample_rate) -> io.NodeOutput:
+        from ..singer_core.audio.io import audio_to_comfy
+        from ..singer_core.audio.synth import SongConfig, synthesize_song
+
         config = SongConfig(seconds=seconds, seed=seed, style=style, tempo_bpm=tempo_bpm, backing=backing,
                             backing_db=backing_db, stereo=stereo, sample_rate=int(sample_rate))
         song = synthesize_song(config, progress=comfy_progress())
@@ -216,13 +217,16 @@ class SingerIsolateVocals(io.ComfyNode):
                                  tooltip="MDX-Net only: average the model on x and -x (twice the time, less noise)."),
             ],
             outputs=[
-                io.Audio.Output("vocals", tooltip="The isolated voice."),
-                io.Audio.Output("accompaniment", tooltip="Everything else (input minus vocals)."),
+                io.Audio.Output("vocals", display_name="vocals", tooltip="The isolated voice."),
+                io.Audio.Output("accompaniment", display_name="accompaniment", tooltip="Everything else (input minus vocals)."),
             ],
         )
 
     @classmethod
     def execute(cls, audio, method, denoise) -> io.NodeOutput:
+        from ..singer_core.audio.io import audio_to_comfy, check_audio
+        from ..singer_core.audio.separation import MdxNetSeparator, separate_vocals_dsp
+
         who = "SingerIsolateVocals"
         items, rate = _items(audio, who)
         if method == DSP_SEPARATOR:
@@ -231,8 +235,9 @@ class SingerIsolateVocals(io.ComfyNode):
             path = resolve_model_path(SEPARATOR_FOLDER, method)
             if path is None:
                 raise ValueError(f"{who}: '{method}' is not in {model_folder(SEPARATOR_FOLDER)}; put the .onnx "
-                                 "file there (Hallo's is audio_separator/Kim_Vocal_2.onnx on the hub repo "
-                                 "fudan-generative-ai/hallo) and refresh the node list")
+                                 "file there (Hallo's: `hf download fudan-generative-ai/hallo "
+                                 f"audio_separator/Kim_Vocal_2.onnx --local-dir {model_folder(SEPARATOR_FOLDER).parent}`)"
+                                 " and refresh the node list")
             separator = MdxNetSeparator.from_onnx(path, denoise=denoise)
             run = lambda item, progress: separator.separate(item, rate, progress=progress)  # noqa: E731
         vocals, accompaniment = [], []
@@ -271,12 +276,15 @@ class SingerAudioEncoderLoader(io.ComfyNode):
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
                                tooltip="auto: ComfyUI's torch device."),
             ],
-            outputs=[AudioEncoder.Output("audio_encoder", tooltip="An audio encoder for Encode Audio (SINGER).")],
+            outputs=[AudioEncoder.Output("audio_encoder", display_name="audio encoder", tooltip="An audio encoder for Encode Audio (SINGER).")],
         )
 
     @classmethod
     def execute(cls, encoder, allow_download, dtype, device) -> io.NodeOutput:
         import comfy.model_management
+
+        from ..singer_core.audio.encoder_loading import download_audio_encoder, load_audio_encoder
+        from ..singer_core.audio.encoders import MelEncoder
 
         who = "SingerAudioEncoderLoader"
         torch_device = comfy.model_management.get_torch_device() if device == "auto" else torch.device(device)
@@ -297,7 +305,7 @@ class SingerAudioEncoderLoader(io.ComfyNode):
             else:
                 raise ValueError(
                     f"{who}: '{encoder}' is not in {models_dir} and allow_download is off. On a connected "
-                    f"machine run `huggingface-cli download {encoder} --local-dir {local}` and copy that folder "
+                    f"machine run `hf download {encoder} --local-dir {local}` and copy that folder "
                     "here, or switch allow_download on")
         if source is None:
             raise ValueError(f"{who}: '{encoder}' was not found in {models_dir}; refresh the node list")
@@ -339,7 +347,7 @@ class SingerAudioEncode(io.ComfyNode):
                                  tooltip="Encode digitally silent audio instead of stopping with an error "
                                          "(silence usually means a wrong track or a failed separation)."),
             ],
-            outputs=[AudioFeatures.Output("features", tooltip="SINGER_AUDIO_FEATURES: per-frame features + fps.")],
+            outputs=[AudioFeatures.Output("features", display_name="features", tooltip="SINGER_AUDIO_FEATURES: per-frame features + fps.")],
         )
 
     @classmethod

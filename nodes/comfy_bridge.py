@@ -34,12 +34,39 @@ FRAME_MODEL_FOLDER = "singer_frames"  # FD2Talk frame models (frames task out/fi
 TTS_FOLDER = "tts"  # transformers TTS folders (SpeechT5 with vocoder/, VITS / MMS-TTS)
 
 
+PACK_ROOT = Path(__file__).resolve().parents[1]
+# `make demo` (python -m singer_core.demo --out out, run in the pack's folder) trains its models into out/models/:
+# motion-<preset>/, singer-demo/, nerf-demo/. The loaders list them from there, so nothing is copied by hand.
+DEMO_COMMAND = f"cd {PACK_ROOT} && make demo"
+DEMO_PREFIXES = {MOTION_MODEL_FOLDER: "motion-", SINGER_MODEL_FOLDER: "singer-", NERF_MODEL_FOLDER: "nerf-"}
+
+
+def demo_models_dir() -> Path:
+    """Where `make demo` leaves its trained models: $SINGER_DEMO_MODELS, else <pack>/out/models."""
+    return Path(os.environ.get("SINGER_DEMO_MODELS") or PACK_ROOT / "out" / "models").resolve()
+
+
+def _is_demo_root(root: str) -> bool:
+    return os.path.realpath(root) == str(demo_models_dir())
+
+
+def _listed(name: str, root: str, entry: str) -> bool:
+    """Whether `entry` of `root` belongs to model folder `name`: the demo folder holds every kind side by side, so
+    there only its own prefix (motion-, singer-, nerf-) counts."""
+    return not _is_demo_root(root) or entry.startswith(DEMO_PREFIXES.get(name, "\0"))
+
+
 def register_model_folders() -> None:
-    """Add the pack's model folders to ComfyUI's search paths (never overwriting existing entries)."""
+    """Add the pack's model folders to ComfyUI's search paths (never overwriting existing entries), and the demo's
+    out/models after the default folder of the three model kinds the demo trains."""
     for name in (AUDIO_ENCODER_FOLDER, SEPARATOR_FOLDER, MOTION_MODEL_FOLDER, EVAL_FOLDER, SINGER_MODEL_FOLDER, VAE_FOLDER,
                  ANIMATEDIFF_FOLDER, NERF_MODEL_FOLDER, TTS_FOLDER, FRAME_MODEL_FOLDER):
         if name not in folder_paths.folder_names_and_paths:
             folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name))
+    demo = str(demo_models_dir())
+    for name in DEMO_PREFIXES:
+        if not any(os.path.realpath(path) == demo for path in folder_paths.get_folder_paths(name)):
+            folder_paths.add_model_folder_path(name, demo)
 
 
 def model_folder(name: str) -> Path:
@@ -60,6 +87,12 @@ def model_files(name: str, suffixes: tuple[str, ...]) -> list[str]:
     return sorted(f for f in folder_paths.get_filename_list(name) if f.lower().endswith(suffixes))
 
 
+def model_locations(name: str) -> str:
+    """The folders a model of folder `name` is looked for in, for messages."""
+    register_model_folders()
+    return " or ".join(str(Path(path)) for path in folder_paths.get_folder_paths(name))
+
+
 def model_subfolders(name: str, marker: str = "config.json") -> list[str]:
     """Sub-folders (one level) of every directory of a model folder that contain `marker`."""
     register_model_folders()
@@ -67,7 +100,7 @@ def model_subfolders(name: str, marker: str = "config.json") -> list[str]:
     for root in folder_paths.get_folder_paths(name):
         if os.path.isdir(root):
             for entry in os.scandir(root):
-                if entry.is_dir() and os.path.isfile(os.path.join(entry.path, marker)):
+                if entry.is_dir() and os.path.isfile(os.path.join(entry.path, marker)) and _listed(name, root, entry.name):
                     found.add(entry.name + "/")
     return sorted(found)
 
@@ -77,9 +110,13 @@ def resolve_model_path(name: str, relative: str) -> Path | None:
     register_model_folders()
     relative = relative.rstrip("/")
     for root in folder_paths.get_folder_paths(name):
-        candidate = os.path.realpath(os.path.join(root, relative))
-        if os.path.commonpath([candidate, os.path.realpath(root)]) == os.path.realpath(root) and os.path.exists(candidate):
-            return Path(candidate)
+        if not _listed(name, root, relative):
+            continue
+        # the name must stay inside the folder ("../" is refused); a symlinked model inside it is fine
+        base = os.path.abspath(root)
+        candidate = os.path.normpath(os.path.join(base, relative))
+        if os.path.commonpath([candidate, base]) == base and candidate != base and os.path.exists(candidate):
+            return Path(os.path.realpath(candidate))
     return None
 
 

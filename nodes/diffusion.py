@@ -13,15 +13,18 @@ from comfy_api.latest import InputImpl, Types, io
 
 from .comfy_bridge import (
     ANIMATEDIFF_FOLDER,
+    DEMO_COMMAND,
     SINGER_MODEL_FOLDER,
     VAE_FOLDER,
     AudioEncoder,
     AudioFeatures,
     SingerModelType,
     comfy_progress,
+    demo_models_dir,
     model_files,
     model_folder,
     model_folder_paths,
+    model_locations,
     model_subfolders,
     resolve_model_path,
 )
@@ -41,6 +44,31 @@ NO_FACE_MODEL = "none (zero identity)"
 SD15_NAMES = ("stable-diffusion-v1-5", "sd-v1-5", "stable-diffusion-v1-5/stable-diffusion-v1-5")
 WEIGHT_SUFFIXES = (".pth", ".safetensors", ".ckpt", ".bin")
 MIN_SIDE = 64  # smallest portrait side the crop can work with
+# sampling settings of SINGER's net.pth (Hallo's inference config: 40 DDIM steps, CFG 3.5, 16-frame clips); our trained
+# folders may recommend their own in singer_training.json {"sampling": {"steps": N, "cfg": X}}
+OFFICIAL_SAMPLING = {"steps": 40, "cfg": 3.5}
+
+
+def recommended_sampling(model) -> dict:
+    """{"steps", "cfg", "clip_frames"} the loaded model recommends (what 0 = auto means on Sample SINGER Video)."""
+    from ..singer_core.diffusion.preview import TINY_SAMPLING, read_model_info
+
+    source = Path(model.source) if getattr(model, "source", "") else None
+    info = read_model_info(source) if source is not None and source.is_dir() else {}
+    # folders trained before the recommendation was stored: the tiny (mel-80) stacks sample as make demo does
+    fallback = TINY_SAMPLING if (info.get("audio") or {}).get("encoder") == "mel-80" else OFFICIAL_SAMPLING
+    stored = {**fallback, **info.get("sampling", {})}
+    return {"steps": int(stored["steps"]), "cfg": float(stored["cfg"]), "clip_frames": int(model.clip_frames)}
+
+
+def missing_singer_model(model: str) -> str:
+    """What to run when a SINGER model folder or file is missing."""
+    root = model_folder(SINGER_MODEL_FOLDER)
+    return (f"SINGER model '{model}' is not in {model_locations(SINGER_MODEL_FOLDER)}. Make the demo's tiny stack "
+            f"with `{DEMO_COMMAND}` (it trains singer-demo/ into {demo_models_dir()}, listed here); train your own "
+            f"with `python -m singer_core.train singer --preset tiny --out runs/singer` (or the Train node) and put "
+            f"runs/singer/final into {root}/<name>/; or fetch SINGER's weights: `hf download {SINGER_REPO} "
+            f"{SINGER_FILE} --local-dir {root}` and pick '{SINGER_FILE}'. Then refresh (press R)")
 
 
 def _model_choices() -> list[str]:
@@ -170,14 +198,19 @@ class SingerModelLoader(io.ComfyNode):
                                          "and Hallo's face detector scrfd_10g_bnkps.onnx) from the hub into the "
                                          "models folders. Off: an error says what to place where.", optional=True),
             ],
-            outputs=[SingerModelType.Output("singer_model", tooltip="The SINGER stack, for Sample SINGER Video.")],
+            outputs=[SingerModelType.Output("singer_model", display_name="SINGER model", tooltip="The SINGER stack, for Sample SINGER Video.")],
         )
 
     @classmethod
-    def validate_inputs(cls, model):
-        if model != HUB_NET and resolve_model_path(SINGER_MODEL_FOLDER, model) is None:
-            return (f"SINGER model '{model}' not found in {model_folder(SINGER_MODEL_FOLDER)}; put a trained folder "
-                    f"or SINGER's net.pth there and refresh")
+    def validate_inputs(cls, model, allow_download=False):
+        # a missing model refuses the prompt before anything runs
+        if model == HUB_NET:
+            root = model_folder(SINGER_MODEL_FOLDER)
+            if not (root / SINGER_FILE).is_file() and not allow_download:
+                return (f"SINGER's {SINGER_FILE} is not in {root}: `hf download {SINGER_REPO} {SINGER_FILE} "
+                        f"--local-dir {root}`, or switch allow_download on")
+        elif resolve_model_path(SINGER_MODEL_FOLDER, model) is None:
+            return missing_singer_model(model)
         return True
 
     @classmethod
@@ -188,13 +221,13 @@ class SingerModelLoader(io.ComfyNode):
             path = root / SINGER_FILE
             if not path.is_file():
                 if not allow_download:
-                    raise ValueError(f"{who}: {root / SINGER_FILE} does not exist; download {SINGER_FILE} from the "
-                                     f"hub repo {SINGER_REPO} into {root}, or switch allow_download on")
+                    raise ValueError(f"{who}: {root / SINGER_FILE} does not exist; run `hf download {SINGER_REPO} "
+                                     f"{SINGER_FILE} --local-dir {root}`, or switch allow_download on")
                 path = _download(SINGER_REPO, root, filename=SINGER_FILE)
         else:
             path = resolve_model_path(SINGER_MODEL_FOLDER, model)
             if path is None:
-                raise ValueError(f"{who}: '{model}' is not in {root}; refresh the node list")
+                raise ValueError(f"{who}: {missing_singer_model(model)}")
         loaded = cls._load_folder(path, vae, face_model) if path.is_dir() else \
             cls._load_official(path, vae, face_model, allow_download)
         if allow_download:
@@ -259,9 +292,9 @@ class SingerModelLoader(io.ComfyNode):
         if vae_path is None and vae == AUTO and allow_download:
             vae_path = _download(VAE_REPO, model_folder(VAE_FOLDER) / VAE_DIR_NAME)
         if vae_path is None:
-            missing.append(f"the VAE: the diffusers folder {model_folder(VAE_FOLDER) / VAE_DIR_NAME}/ (config.json + "
-                           f"diffusion_pytorch_model.safetensors from hub {VAE_REPO}, or Hallo's "
-                           f"{HALLO_REPO} sd-vae-ft-mse/)")
+            vae_dir = model_folder(VAE_FOLDER) / VAE_DIR_NAME
+            missing.append(f"the VAE: the diffusers folder {vae_dir}/ (`hf download {VAE_REPO} config.json "
+                           f"diffusion_pytorch_model.safetensors --local-dir {vae_dir}`)")
         face = None
         if face_model == AUTO:
             face = _find_face_model()
@@ -270,7 +303,8 @@ class SingerModelLoader(io.ComfyNode):
                 face = _find_face_model()
             if face is None:
                 missing.append(f"the face model: {model_folder(SINGER_MODEL_FOLDER) / FACE_DIR / 'glintr100.onnx'} "
-                               f"(hub {HALLO_REPO}, {FACE_FILE}); or choose face_model '{NO_FACE_MODEL}'")
+                               f"(`hf download {HALLO_REPO} {FACE_FILE} --local-dir "
+                               f"{model_folder(SINGER_MODEL_FOLDER)}`); or choose face_model '{NO_FACE_MODEL}'")
         elif face_model != NO_FACE_MODEL:
             face = resolve_model_path(SINGER_MODEL_FOLDER, face_model)
         if missing:
@@ -336,9 +370,12 @@ class SingerSampleVideo(io.ComfyNode):
                                             "encoding the audio."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True,
                              tooltip="Noise seed (clip k uses seed + k)."),
-                io.Int.Input("steps", default=40, min=1, max=1000, tooltip="DDIM steps per clip (Hallo/SINGER: 40)."),
-                io.Float.Input("cfg", default=3.5, min=1.0, max=20.0, step=0.1,
-                               tooltip="Classifier-free guidance scale (3.5); 1 = no guidance, half the time."),
+                io.Int.Input("steps", default=0, min=0, max=1000,
+                             tooltip="DDIM steps per clip; 0 = auto: what the model recommends (SINGER's net.pth: "
+                                     "Hallo's 40; our trained folders store theirs)."),
+                io.Float.Input("cfg", default=0.0, min=0.0, max=20.0, step=0.1,
+                               tooltip="Classifier-free guidance scale; 0 = auto: what the model recommends "
+                                       "(net.pth: 3.5); 1 = no guidance, half the time."),
                 io.Float.Input("pose_weight", default=1.0, min=0.0, max=5.0, step=0.05,
                                tooltip="Audio weight on the whole frame (head pose, background)."),
                 io.Float.Input("face_weight", default=1.0, min=0.0, max=5.0, step=0.05,
@@ -354,8 +391,9 @@ class SingerSampleVideo(io.ComfyNode):
                                tooltip="Crop side = face box x this (1.8: face at 50-70% of the crop); 0 = the "
                                        "whole image (the box still places the face masks). No face found: the "
                                        "whole image, with a warning."),
-                io.Int.Input("clip_frames", default=16, min=1, max=64,
-                             tooltip="Frames denoised together (SINGER: 16); clip + motion frames must fit the "
+                io.Int.Input("clip_frames", default=0, min=0, max=64,
+                             tooltip="Frames denoised together; 0 = auto: the clip length the model was trained "
+                                     "with (SINGER: 16, the tiny models: 4). Clip + motion frames must fit the "
                                      "motion modules' 32-frame table (24 for the tiny models)."),
                 io.Int.Input("motion_frames", default=2, min=0, max=16,
                              tooltip="Last frames of a clip that condition the next one (SINGER: 2)."),
@@ -375,8 +413,8 @@ class SingerSampleVideo(io.ComfyNode):
                                       "Image's mask editor); its bounding box is the face box. Wins over face_box."),
             ],
             outputs=[
-                io.Video.Output("video", tooltip="The singing video with the song attached (for Save Video)."),
-                io.Image.Output("frames", tooltip="The frames as an IMAGE batch, at the portrait's size."),
+                io.Video.Output("video", display_name="video", tooltip="The singing video with the song attached (for Save Video)."),
+                io.Image.Output("frames", display_name="frames", tooltip="The frames as an IMAGE batch, at the portrait's size."),
             ],
         )
 
@@ -388,6 +426,11 @@ class SingerSampleVideo(io.ComfyNode):
         from .face import user_face_box
 
         who = "SingerSampleVideo"
+        recommended = recommended_sampling(singer_model)
+        steps = steps or recommended["steps"]
+        cfg = cfg or recommended["cfg"]
+        clip_frames = clip_frames or recommended["clip_frames"]
+        logger.info("%s: %d steps, cfg %g, %d-frame clips", who, steps, cfg, clip_frames)
         portrait = _portrait(image, who)
         box = user_face_box(face_box, face_mask, portrait.shape[1], portrait.shape[0], who)
         if 0 < crop_ratio < 1:

@@ -10,8 +10,6 @@ import numpy as np
 import torch
 from comfy_api.latest import InputImpl, Types, io
 
-from ..singer_core.audio.io import audio_to_comfy
-from ..singer_core.data.synthetic import SynthSingerConfig, generate_clip, make_identity
 from ..singer_core.face.crop import HALLO_EXPAND_RATIO, expand_box, paste_back, square_crop
 from ..singer_core.face.detect import detect_faces
 from ..singer_core.face.detector_files import SCRFD_NAME, YUNET_NAME, NoFaceDetectorError
@@ -33,6 +31,8 @@ RENDER_BATCH = 16  # frames per render call: memory stays bounded at any clip le
 
 
 def _identity_from_seed(seed: int) -> FaceIdentity:
+    from ..singer_core.data.synthetic import make_identity  # lazy: SynthSinger is heavy to import
+
     identity = make_identity(seed)
     return FaceIdentity(id=identity.id_coeffs, tex=identity.tex_coeffs, gamma=identity.gamma,
                         background=tuple(float(c) for c in identity.background_rgb), name=identity.name)
@@ -97,19 +97,22 @@ class SingerSynthSinger(io.ComfyNode):
                                  tooltip="A smooth colour texture behind the head instead of a flat colour."),
             ],
             outputs=[
-                io.Image.Output("reference", tooltip="The first frame: the portrait to animate."),
-                io.Audio.Output("song", tooltip="The song (16 kHz)."),
-                io.Video.Output("video", tooltip="The ground-truth singing video with its song (25 fps)."),
-                Motion.Output("motion", tooltip="The ground-truth 3DMM expression + head pose per frame."),
-                FaceIdentityType.Output("identity", tooltip="The synthetic face, for Render Motion (SINGER)."),
-                io.Mask.Output("face_mask", tooltip="The reference's face box (from the renderer's landmarks) as a "
-                                                    "mask: connect it to Sample SINGER Video / Face Crop and no "
-                                                    "face detector is needed."),
+                io.Image.Output("reference", display_name="portrait", tooltip="The first frame: the portrait to animate."),
+                io.Audio.Output("song", display_name="song", tooltip="The song (16 kHz)."),
+                io.Video.Output("video", display_name="video", tooltip="The ground-truth singing video with its song (25 fps)."),
+                Motion.Output("motion", display_name="motion", tooltip="The ground-truth 3DMM expression + head pose per frame."),
+                FaceIdentityType.Output("identity", display_name="face identity", tooltip="The synthetic face, for Render Motion (SINGER)."),
+                io.Mask.Output("face_mask", display_name="face mask",
+                               tooltip="The reference's face box (from the renderer's landmarks) as a mask: connect it "
+                                       "to Sample SINGER Video / Face Crop and no face detector is needed."),
             ],
         )
 
     @classmethod
     def execute(cls, seconds, seed, size, style, backing, textured_background) -> io.NodeOutput:
+        from ..singer_core.audio.io import audio_to_comfy
+        from ..singer_core.data.synthetic import SynthSingerConfig, generate_clip
+
         config = SynthSingerConfig(clips=1, size=size + size % 2, seconds=seconds, seed=seed, backing=backing,
                                    style=style, textured_background=textured_background)
         clip = generate_clip(config, 0, progress=comfy_progress())
@@ -153,8 +156,8 @@ class SingerRenderMotion(io.ComfyNode):
                                tooltip="The song the motion was made for: attached to the video output."),
             ],
             outputs=[
-                io.Image.Output("frames", tooltip="One image per motion frame."),
-                io.Video.Output("video", tooltip="The frames at the motion's fps, with the audio if connected "
+                io.Image.Output("frames", display_name="frames", tooltip="One image per motion frame."),
+                io.Video.Output("video", display_name="video", tooltip="The frames at the motion's fps, with the audio if connected "
                                                  "(for Save Video / Preview)."),
             ],
         )
@@ -205,8 +208,8 @@ class SingerFaceCrop(io.ComfyNode):
                 io.Mask.Input("face_mask", optional=True, tooltip=FACE_MASK_TOOLTIP),
             ],
             outputs=[
-                io.Image.Output("face", tooltip="The square face crop."),
-                FaceCrop.Output("crop", tooltip="Where the crop came from, for Face Paste (SINGER)."),
+                io.Image.Output("face", display_name="face", tooltip="The square face crop."),
+                FaceCrop.Output("crop", display_name="crop box", tooltip="Where the crop came from, for Face Paste (SINGER)."),
             ],
         )
 
@@ -236,12 +239,13 @@ class SingerFacePaste(io.ComfyNode):
             description="Paste generated face frames back into the original portrait with a feathered edge.",
             inputs=[
                 io.Image.Input("image", tooltip="The original portrait (first image used)."),
-                io.Image.Input("faces", tooltip="Generated face frames (square, any size)."),
+                io.Image.Input("faces", tooltip="Generated face crops (square, any size), or whole frames the size of "
+                                                "the portrait (e.g. Render Motion): only their crop box is pasted."),
                 FaceCrop.Input("crop", tooltip="From Face Crop (SINGER) on the same portrait."),
                 io.Float.Input("feather", default=0.1, min=0.0, max=0.5, step=0.01,
                                tooltip="Width of the soft edge as a share of the crop side."),
             ],
-            outputs=[io.Image.Output("frames", tooltip="The portrait with each generated face pasted in.")],
+            outputs=[io.Image.Output("frames", display_name="frames", tooltip="The portrait with each generated face pasted in.")],
         )
 
     @classmethod
@@ -254,7 +258,10 @@ class SingerFacePaste(io.ComfyNode):
         generated = _images_to_uint8(faces, who)
         out = np.empty((generated.shape[0], *portrait.shape), dtype=np.uint8)
         progress = comfy_progress(len(generated))
+        whole_frames = generated.shape[1:3] == portrait.shape[:2]  # not crops: frames aligned with the portrait
         for index, face in enumerate(generated):
+            if whole_frames:  # a frame aligned with the portrait: paste its face region only, not the whole frame
+                face = square_crop(face, (crop.x0, crop.y0, crop.side, crop.side), crop.size)[0]
             out[index] = paste_back(portrait, face, crop, feather=feather)
             progress(index + 1, len(generated))
         return io.NodeOutput(torch.from_numpy(out).float() / 255.0)

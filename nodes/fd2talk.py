@@ -40,7 +40,7 @@ class SingerFrameModelLoader(io.ComfyNode):
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
                                tooltip="Where to run; auto = ComfyUI's torch device."),
             ],
-            outputs=[FrameModelType.Output("frame_model", tooltip="The frame model, for Animate Portrait.")],
+            outputs=[FrameModelType.Output("frame_model", display_name="frame model", tooltip="The frame model, for Animate Portrait.")],
         )
 
     @classmethod
@@ -91,8 +91,8 @@ class SingerAnimatePortrait(io.ComfyNode):
                              tooltip="Frames denoised together: more is faster on a GPU, uses more memory."),
             ],
             outputs=[
-                io.Video.Output("video", tooltip="The animated portrait with the song attached (for Save Video)."),
-                io.Image.Output("frames", tooltip="The frames as an IMAGE batch at the model's frame size."),
+                io.Video.Output("video", display_name="video", tooltip="The animated portrait with the song attached (for Save Video)."),
+                io.Image.Output("frames", display_name="frames", tooltip="The frames as an IMAGE batch at the model's frame size."),
             ],
         )
 

@@ -80,8 +80,8 @@ class SingerEvaluate(io.ComfyNode):
                                         "from the audio's onsets."),
             ],
             outputs=[
-                io.String.Output("table", tooltip="A markdown table: metric, generated, reference, better."),
-                io.Image.Output("plot", tooltip="Per-frame PSNR / SSIM curves with ground truth, else a bar chart "
+                io.String.Output("table", display_name="table", tooltip="A markdown table: metric, generated, reference, better."),
+                io.Image.Output("plot", display_name="plot", tooltip="Per-frame PSNR / SSIM curves with ground truth, else a bar chart "
                                                 "of the scores in [-1, 1]."),
             ],
             is_output_node=True,
@@ -169,8 +169,8 @@ class SingerFVD(io.ComfyNode):
                                tooltip="Where to run I3D; auto = ComfyUI's torch device."),
             ],
             outputs=[
-                io.Float.Output("fvd", tooltip="The Fréchet Video Distance (lower = more alike)."),
-                io.String.Output("report", tooltip="One line: FVD, clip counts and clip length."),
+                io.Float.Output("fvd", display_name="FVD", tooltip="The Fréchet Video Distance (lower = more alike)."),
+                io.String.Output("report", display_name="report", tooltip="One line: FVD, clip counts and clip length."),
             ],
             is_output_node=True,
         )

@@ -8,17 +8,28 @@ import logging
 from comfy_api.latest import io
 
 from .comfy_bridge import (
+    DEMO_COMMAND,
     MOTION_MODEL_FOLDER,
     AudioFeatures,
     Motion,
     MotionModelType,
     comfy_progress,
+    demo_models_dir,
     model_folder,
+    model_locations,
     model_subfolders,
     resolve_model_path,
 )
 
 logger = logging.getLogger(__name__)
+
+
+def missing_motion_model(model: str) -> str:
+    """What to run when a motion model is missing."""
+    return (f"motion model '{model}' is not in {model_locations(MOTION_MODEL_FOLDER)}. Make the demo's with "
+            f"`{DEMO_COMMAND}` (it trains motion-demo/ into {demo_models_dir()}, listed here), or train your own: "
+            "`python -m singer_core.train motion --preset demo --out runs/motion` (or the Train node) and put "
+            f"runs/motion/final into {model_folder(MOTION_MODEL_FOLDER)}/<name>/; then refresh (press R)")
 
 
 class SingerMotionLoader(io.ComfyNode):
@@ -38,14 +49,14 @@ class SingerMotionLoader(io.ComfyNode):
                 io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
                                tooltip="Where to run sampling; auto = ComfyUI's torch device."),
             ],
-            outputs=[MotionModelType.Output("motion_model", tooltip="The motion model, for Sample Motion.")],
+            outputs=[MotionModelType.Output("motion_model", display_name="motion model", tooltip="The motion model, for Sample Motion.")],
         )
 
     @classmethod
     def validate_inputs(cls, model):
+        # a missing model refuses the prompt before anything runs (every output of the shipped workflow needs it)
         if resolve_model_path(MOTION_MODEL_FOLDER, model) is None:
-            return (f"motion model '{model}' not found in {model_folder(MOTION_MODEL_FOLDER)}; train one with "
-                    "`python -m singer_core.train motion --preset tiny --out DIR` and copy DIR/final there")
+            return missing_motion_model(model)
         return True
 
     @classmethod
@@ -54,7 +65,7 @@ class SingerMotionLoader(io.ComfyNode):
 
         path = resolve_model_path(MOTION_MODEL_FOLDER, model)
         if path is None:
-            raise ValueError(f"SingerMotionLoader: '{model}' not found in {model_folder(MOTION_MODEL_FOLDER)}")
+            raise ValueError(f"SingerMotionLoader: {missing_motion_model(model)}")
         if device == "auto":
             import comfy.model_management
 
@@ -86,7 +97,7 @@ class SingerSampleMotion(io.ComfyNode):
                 io.Float.Input("expression_scale", default=1.0, min=0.0, max=3.0, step=0.05,
                                tooltip="Scale of facial expression around the average (mouth, brows, eyes)."),
             ],
-            outputs=[Motion.Output("motion", tooltip="Expression + head pose per frame at the features' fps.")],
+            outputs=[Motion.Output("motion", display_name="motion", tooltip="Expression + head pose per frame at the features' fps.")],
         )
 
     @classmethod

@@ -9,12 +9,15 @@ from fractions import Fraction
 from comfy_api.latest import InputImpl, Types, io
 
 from .comfy_bridge import (
+    DEMO_COMMAND,
     NERF_MODEL_FOLDER,
     TTS_FOLDER,
     AudioFeatures,
     NerfModelType,
     comfy_progress,
+    demo_models_dir,
     model_folder,
+    model_locations,
     model_subfolders,
     resolve_model_path,
 )
@@ -33,6 +36,14 @@ def _torch_device(device: str) -> str:
     import comfy.model_management
 
     return str(comfy.model_management.get_torch_device())
+
+
+def missing_nerf_model(model: str) -> str:
+    """What to run when a NeRF subject model is missing."""
+    return (f"NeRF model '{model}' is not in {model_locations(NERF_MODEL_FOLDER)}. Make the demo's with "
+            f"`{DEMO_COMMAND}` (it trains nerf-demo/ into {demo_models_dir()}, listed here), or train your own: "
+            "`python -m singer_core.train nerf --preset demo --out runs/nerf` (or the Train node) and put "
+            f"runs/nerf/final into {model_folder(NERF_MODEL_FOLDER)}/<name>/; then refresh (press R)")
 
 
 class SingerNeRFLoader(io.ComfyNode):
@@ -54,16 +65,15 @@ class SingerNeRFLoader(io.ComfyNode):
                                tooltip="Where to render; auto = ComfyUI's torch device."),
             ],
             outputs=[
-                NerfModelType.Output("nerf_model", tooltip="The subject model, for Render Audio NeRF."),
-                io.String.Output("info", tooltip="Frame size, fps, fusion mode and the audio features it needs."),
+                NerfModelType.Output("nerf_model", display_name="NeRF model", tooltip="The subject model, for Render Audio NeRF."),
+                io.String.Output("info", display_name="info", tooltip="Frame size, fps, fusion mode and the audio features it needs."),
             ],
         )
 
     @classmethod
     def validate_inputs(cls, model):
         if resolve_model_path(NERF_MODEL_FOLDER, model) is None:
-            return (f"NeRF model '{model}' not found in {model_folder(NERF_MODEL_FOLDER)}; train one with "
-                    "`python -m singer_core.train nerf --preset demo --out DIR` and copy DIR/final there")
+            return missing_nerf_model(model)
         return True
 
     @classmethod
@@ -73,7 +83,7 @@ class SingerNeRFLoader(io.ComfyNode):
         who = "SingerNeRFLoader"
         path = resolve_model_path(NERF_MODEL_FOLDER, model)
         if path is None:
-            raise ValueError(f"{who}: '{model}' not found in {model_folder(NERF_MODEL_FOLDER)}")
+            raise ValueError(f"{who}: {missing_nerf_model(model)}")
         try:
             subject = load_nerf_subject(path, device=_torch_device(device))
         except (ValueError, OSError) as error:
@@ -110,8 +120,8 @@ class SingerNeRFRender(io.ComfyNode):
                                             "layers=last, steps_per_frame=2): those features of the same song."),
             ],
             outputs=[
-                io.Image.Output("frames", tooltip="One rendered image per audio frame."),
-                io.Video.Output("video", tooltip="The frames at the model's fps with the audio if connected "
+                io.Image.Output("frames", display_name="frames", tooltip="One rendered image per audio frame."),
+                io.Video.Output("video", display_name="video", tooltip="The frames at the model's fps with the audio if connected "
                                                  "(for Save Video)."),
             ],
         )
@@ -148,7 +158,7 @@ def _download_tts(repo_id: str, target, progress) -> None:
             snapshot_download(repo, local_dir=str(folder))
         except Exception as error:  # offline, unknown repository, authentication
             raise RuntimeError(f"could not download '{repo}' into '{folder}' ({type(error).__name__}: {error}); "
-                               f"run `huggingface-cli download {repo} --local-dir {folder}` on a connected "
+                               f"run `hf download {repo} --local-dir {folder}` on a connected "
                                "machine and copy the folder here") from error
     progress(len(steps), len(steps))
 
@@ -182,8 +192,8 @@ class SingerTextToSpeech(io.ComfyNode):
                                tooltip="Where to run the model; auto = ComfyUI's torch device."),
             ],
             outputs=[
-                io.Audio.Output("speech", tooltip="The spoken text (mono, at the model's sample rate)."),
-                AudioFeatures.Output("features", tooltip="Wav2Lip mel-80 windows (frames, 16, 80) of the speech "
+                io.Audio.Output("speech", display_name="speech", tooltip="The spoken text (mono, at the model's sample rate)."),
+                AudioFeatures.Output("features", display_name="features", tooltip="Wav2Lip mel-80 windows (frames, 16, 80) of the speech "
                                                          "at fps: the input of Render Audio NeRF."),
             ],
         )
@@ -213,8 +223,8 @@ class SingerTextToSpeech(io.ComfyNode):
                 if not allow_download:
                     raise ValueError(
                         f"{who}: '{model}' is not in {model_folder(TTS_FOLDER)} and allow_download is off. On a "
-                        f"connected machine run `huggingface-cli download {model} --local-dir {local}`"
-                        + (f" and `huggingface-cli download {SPEECHT5_VOCODER} --local-dir {local / 'vocoder'}`"
+                        f"connected machine run `hf download {model} --local-dir {local}`"
+                        + (f" and `hf download {SPEECHT5_VOCODER} --local-dir {local / 'vocoder'}`"
                            if "speecht5" in model else "")
                         + " and copy the folder here, or switch allow_download on")
                 try:

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..singer_core.audio.io import audio_from_comfy
 from ..singer_core.ops import wavelet
 from ..singer_core.ops.wavelet import MODES
 from ..singer_core.spectral import visualize
@@ -109,12 +108,15 @@ class SingerWaveletSubbands(io.ComfyNode):
                              tooltip="Features only: which row per frame to show (a wav2vec2 layer, or a "
                                      "sub-frame step); -1 = the last layer."),
             ],
-            outputs=[io.Image.Output("image", tooltip="The labelled sub-band grid, one image per audio batch item.")],
+            outputs=[io.Image.Output("image", display_name="image", tooltip="The labelled sub-band grid, one image per audio batch item.")],
         )
 
     @classmethod
     def execute(cls, audio, levels, n_mels, normalize, colormap, band_order, mode, cell_height,
                 feature_row=-1) -> io.NodeOutput:
+        # lazy: the decoders are heavy to import
+        from ..singer_core.audio.io import audio_from_comfy
+
         config = SubbandViewConfig(levels=levels, normalize=normalize, colormap=colormap,
                                    order=band_order, mode=mode, cell_height=cell_height)
         try:

@@ -24,7 +24,11 @@ CACHE_DIR = ".cache"  # generated SynthSinger data and audio features: output/si
 # where the final model of a task is copied so that the task's loader node lists it (models/<folder>/<run name>/);
 # tasks without a loader node keep their model in the run folder only
 TASK_MODEL_FOLDERS = {"motion": MOTION_MODEL_FOLDER, "nerf": "singer_nerf", "singer": "singer"}
-FALLBACK_PRESETS = ("tiny", "demo", "small", "paper")  # shown when a task module cannot be imported at start-up
+# Every task's preset names, listed here so that drawing the node imports no trainer (ComfyUI's start-up must stay
+# under 1 s); validate_inputs checks the chosen task's own presets, and tests/comfyui/test_tool_nodes.py checks this
+# list against the trainers' `presets`.
+PRESET_OPTIONS = ("tiny", "demo", "small", "paper", "paper-joint", "paper-no-mask", "paper-no-sync", "paper-content",
+                  "paper-dynamic", "paper-concat", "paper-cross", "tiny-no-msm", "tiny-no-sfm", "tiny-no-both")
 TEXT_INTERVAL_S = 0.5  # at most this often a progress text is sent to the browser
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -40,15 +44,6 @@ def task_presets() -> dict[str, list[str]]:
         except (ImportError, ValueError) as error:  # an optional dependency of one task must not hide the node
             logger.warning("SingerTrain: task %s is unavailable: %s", task, error)
     return presets
-
-
-def _preset_options() -> list[str]:
-    try:
-        presets = task_presets()
-    except Exception as error:  # noqa: BLE001 - the node list must load even if the trainer is broken
-        logger.warning("SingerTrain: cannot list presets: %s", error)
-        return list(FALLBACK_PRESETS)
-    return list(dict.fromkeys(name for names in presets.values() for name in names)) or list(FALLBACK_PRESETS)
 
 
 def runs_directory() -> Path:
@@ -141,7 +136,7 @@ class SingerTrain(io.ComfyNode):
                                tooltip="motion: FD2Talk expression / pose DiTs; lip-expert: its sync expert; "
                                        "dynamic-sync: DAMC's dynamic audio encoder; nerf: DAMC's audio NeRF; "
                                        "singer: SINGER's audio / MSM / SFM modules; vae: the tiny stack's VAE."),
-                io.Combo.Input("preset", options=_preset_options(), default="tiny",
+                io.Combo.Input("preset", options=list(PRESET_OPTIONS), default="tiny",
                                tooltip="The task's config preset ('tiny' runs on a CPU in about a minute; 'paper' "
                                        "is the paper's setting, for GPUs). Not every task has every preset."),
                 io.String.Input("dataset", default="",
@@ -159,9 +154,9 @@ class SingerTrain(io.ComfyNode):
                                tooltip="Where to train; auto = ComfyUI's torch device."),
             ],
             outputs=[
-                io.String.Output("model_path", tooltip="The trained model folder: the installed copy in models/ "
+                io.String.Output("model_path", display_name="model path", tooltip="The trained model folder: the installed copy in models/ "
                                                        "for motion / nerf / singer, else the run's final/."),
-                io.String.Output("run_folder", tooltip="The run folder (checkpoints, tensorboard, final)."),
+                io.String.Output("run_folder", display_name="run folder", tooltip="The run folder (checkpoints, tensorboard, final)."),
             ],
             hidden=[io.Hidden.unique_id],
             is_output_node=True,

@@ -239,7 +239,7 @@ def _fd2talk_video(out: Path, song, rate: int, motion, args) -> Path:
 def _singer_video(out: Path, song, vocals, rate: int, args) -> tuple[Path, int]:
     """Train (once; cached in out/models/singer-demo) the tiny SINGER stack and render the portrait singing."""
     from .data.synthetic import SynthSingerConfig, generate_clip
-    from .diffusion.preview import build_tiny_stack, render_preview
+    from .diffusion.preview import TINY_SAMPLING, build_tiny_stack, render_preview
     from .train.loop import resolve_config
     from .train.singer import SingerTask
 
@@ -265,7 +265,7 @@ def _singer_video(out: Path, song, vocals, rate: int, args) -> tuple[Path, int]:
 
     _save_png(Image.fromarray(portrait.numpy()), out / "singer_portrait.png")
     path = render_preview(model_dir, portrait, song.mix, rate, out / "singer_video.mp4", steps=args.sample_steps,
-                          guidance=1.0, seed=args.seed, vocals=vocals, landmarks=landmarks)
+                          guidance=TINY_SAMPLING["cfg"], seed=args.seed, vocals=vocals, landmarks=landmarks)
     return path, math.ceil(song.mix.shape[-1] / rate * 25 - 1e-9)
 
 

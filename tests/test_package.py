@@ -110,6 +110,8 @@ def _node_schemas():
                 for item in getattr(keywords.get("outputs"), "elts", []):
                     if item.args:
                         output_ids.append(ast.literal_eval(item.args[0]))
+                    if not any(k.arg == "display_name" for k in item.keywords):  # else the graph shows its type
+                        missing.append(f"output {output_ids[-1] if item.args else '?'} (display_name)")
                 clashes = sorted(set(input_ids) & set(output_ids))
                 assert not clashes, f"{node_id}: ComfyUI refuses ids shared by inputs and outputs: {clashes}"
                 found.append((node_id, category, missing, path.name))
@@ -123,7 +125,7 @@ def test_node_conventions():
     for node_id, category, missing, filename in schemas:
         assert node_id.startswith("Singer"), node_id
         assert category.startswith("SINGER/"), (node_id, category)
-        assert not missing, f"{node_id} ({filename}): inputs without tooltip: {missing}"
+        assert not missing, f"{node_id} ({filename}): inputs without tooltip / outputs without display_name: {missing}"
         assert re.search(rf"\b{node_id}\b", registry), f"{node_id} is not in the registry (nodes/__init__.py)"
 
 

@@ -39,6 +39,9 @@ VAE_DIR = "vae"
 MEL_ENCODER = "mel-80"
 # SynthSinger data of build_tiny_stack(small_data=True): 2 clips of 0.4 s (10 frames), enough for 4-frame samples
 SMALL_DATA = {"synth_clips": 2, "synth_seconds": 0.4}
+# sampling the tiny stack is rendered with (make demo): 20 DDIM steps, no guidance (its short training leaves the
+# unconditional branch weak); stored in its singer_training.json as {"sampling": ...}
+TINY_SAMPLING = {"steps": 20, "cfg": 1.0}
 
 
 @dataclasses.dataclass
@@ -246,6 +249,7 @@ def _train_stack(tmp: Path, cache_dir: Path, steps: int | None, progress: Progre
     info_path = tmp / TRAINING_INFO
     info = json.loads(info_path.read_text())
     info["vae"] = VAE_DIR
+    info["sampling"] = dict(TINY_SAMPLING)  # what ComfyUI's Sample SINGER Video uses for steps / cfg = 0 (auto)
     info_path.write_text(json.dumps(info, indent=2, sort_keys=True))
     shutil.rmtree(runs)
 

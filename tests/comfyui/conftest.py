@@ -1,8 +1,12 @@
 """Fixtures that run the pack inside a real ComfyUI server (see /work/shared/COMFYUI.md).
 
 The checkout comes from ``COMFYUI_PATH`` and the Python that runs it from ``COMFYUI_PYTHON``
-(default: the interpreter running pytest). Without a checkout every test here skips with a
-reason. ComfyUI is never imported into the test process: the server runs as a subprocess in a
+(default: the interpreter running pytest). ``COMFYUI_FRONTEND_ROOT`` serves another frontend with
+ComfyUI's ``--front-end-root``: a ``static`` folder, or an unpacked ``comfyui-frontend-package`` wheel
+(e.g. ``pip download comfyui-frontend-package==1.58.1`` and unzip it); default: the checkout's own.
+``SINGER_TEST_DEMO_MODELS=out/models`` reuses the models ``make demo`` trained instead of training tiny ones;
+with ``SINGER_THUMBNAILS=DIR`` the shipped-workflow test runs the real settings and writes
+``<title>.jpg`` there. Without a checkout every test here skips with a reason. ComfyUI is never imported into the test process: the server runs as a subprocess in a
 throw-away base directory whose ``custom_nodes/`` holds a symlink to this repository.
 
 Helpers are methods of the session ``comfy_server`` object (``--import-mode=importlib`` does
@@ -31,7 +35,7 @@ logger = logging.getLogger(__name__)
 PACK_ROOT = Path(__file__).resolve().parents[2]  # tests/comfyui/conftest.py -> repository root
 PACK_LINK_NAME = "comfyui-singer"  # the pack's folder name inside custom_nodes/
 SONG_NAME = "singer_example_song.wav"  # the file the shipped workflows load
-TINY_MOTION_MODEL = "motion-tiny"  # the model the motion workflow loads (models/singer_motion/motion-tiny/)
+TINY_MOTION_MODEL = "motion-demo"  # the model the motion workflow loads: `make demo`'s, from the demo folder
 SHORT_SONG_NAME = "singer_short_song.wav"  # 0.2 s: too short for deep decompositions
 
 STARTUP_TIMEOUT_S = 120.0
@@ -50,7 +54,8 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Options that make the frontend add an "upload" button widget after the required inputs.
 UPLOAD_OPTIONS = ("image_upload", "audio_upload", "video_upload", "animated_image_upload")
 # Nodes the frontend gives an extra "audioUI" player widget (frontend 1.27, Comfy.AudioWidget).
-AUDIO_UI_NODES = {"LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus"}
+AUDIO_UI_NODES = {"LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus",
+                  "SingerLoadAudio"}  # ours: web/js/load_song.js
 # UI-only nodes that never reach the server.
 UI_ONLY_NODES = {"Note", "MarkdownNote"}
 
@@ -64,6 +69,20 @@ def comfyui_path_or_skip() -> Path:
     if not (path / "main.py").is_file():
         pytest.skip(f"COMFYUI_PATH={raw!r} is not a ComfyUI checkout (no main.py there)")
     return path
+
+
+def frontend_root_or_none() -> Path | None:
+    """The frontend folder named by COMFYUI_FRONTEND_ROOT (its ``index.html`` folder), or None for the
+    checkout's pinned frontend. Fails (not skips) when the variable names something else."""
+    raw = os.environ.get("COMFYUI_FRONTEND_ROOT", "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser().resolve()
+    for candidate in (path, path / "static", path / "comfyui_frontend_package" / "static"):
+        if (candidate / "index.html").is_file():
+            return candidate
+    pytest.fail(f"COMFYUI_FRONTEND_ROOT={raw!r} holds no frontend (no index.html in it, in static/ or in "
+                "comfyui_frontend_package/static/): unzip a comfyui-frontend-package wheel there")
 
 
 def _free_port() -> int:
@@ -183,6 +202,25 @@ class ComfyServer:
     def workflow_to_prompt(self, workflow: dict) -> dict:
         return workflow_to_prompt(workflow, self.object_info())
 
+    @staticmethod
+    def with_fast_values(prompt: dict) -> dict:
+        """The prompt with the tests' fast values set explicitly (the shipped workflows carry the real ones):
+        2 DDIM steps without guidance for Sample SINGER Video and a 0.6 s clip to animate; a 1.2 s song for the
+        NeRF. Clip length stays auto (the model's own). With SINGER_THUMBNAILS set (thumbnails of the real
+        settings) the prompt is left as shipped."""
+        if os.environ.get("SINGER_THUMBNAILS"):
+            return prompt
+        kinds = {node["class_type"] for node in prompt.values()}
+        for node in prompt.values():
+            inputs = node["inputs"]
+            if node["class_type"] == "SingerSampleVideo":
+                inputs.update(steps=2, cfg=1.0)
+            elif node["class_type"] == "SingerSynthSinger" and "SingerSampleVideo" in kinds:
+                inputs["seconds"] = 0.6
+            elif node["class_type"] == "SingerSynthSong" and "SingerNeRFRender" in kinds:
+                inputs["seconds"] = 1.2
+        return prompt
+
 
 def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
     """Convert a UI-format workflow (``nodes`` + ``links``) to an API prompt.
@@ -264,7 +302,7 @@ def workflow_to_prompt(workflow: dict, object_info: dict) -> dict:
 
 def _train_tiny_motion_model(target: Path, runs: Path) -> None:
     """The motion workflow's model: the trainer's `demo` preset (about a CPU minute; the mouth follows the sung
-    vowels), copied where users put theirs (models/singer_motion/<name>/)."""
+    vowels), where `make demo` leaves it (<demo models>/motion-demo/, listed by the loader without copying)."""
     import shutil
 
     from singer_core.train.loop import train
@@ -274,16 +312,19 @@ def _train_tiny_motion_model(target: Path, runs: Path) -> None:
     shutil.copytree(final, target)
 
 
-def _build_tiny_video_models(base_dir: Path) -> None:
-    """The NeRF and SINGER workflows' models, where users put theirs: a NeRF trained for a few steps on a
-    SynthSinger subject (models/singer_nerf/nerf-demo/) and the tiny SINGER stack (models/singer/singer-tiny/),
-    trained for two steps: enough to run the workflows end to end, not to look good."""
+def _build_tiny_video_models(base_dir: Path, demo_models: Path) -> None:
+    """The NeRF and SINGER workflows' models, where `make demo` leaves them (SINGER_DEMO_MODELS, listed by the
+    loaders without copying): a NeRF trained for a few steps on a SynthSinger subject (nerf-demo/) and the tiny
+    SINGER stack (singer-demo/), trained for two steps: enough to run the workflows end to end, not to look good.
+    The SINGER node tests also place a copy where users put theirs (models/singer/singer-tiny/)."""
+    import shutil
+
     from singer_core.diffusion.preview import build_tiny_stack
     from singer_core.nerf.preview import train_demo_nerf
 
-    train_demo_nerf(base_dir / "models" / "singer_nerf" / "nerf-demo", cache_dir=base_dir / "runs" / "nerf", steps=40)
-    build_tiny_stack(base_dir / "models" / "singer" / "singer-tiny", cache_dir=base_dir / "runs" / "singer", steps=2,
-                     small_data=True)
+    train_demo_nerf(demo_models / "nerf-demo", cache_dir=base_dir / "runs" / "nerf", steps=40)
+    build_tiny_stack(demo_models / "singer-demo", cache_dir=base_dir / "runs" / "singer", steps=2, small_data=True)
+    shutil.copytree(demo_models / "singer-demo", base_dir / "models" / "singer" / "singer-tiny")
     _train_tiny_frame_model(base_dir / "models" / "singer_frames" / "frames-tiny", base_dir / "runs")
 
 
@@ -322,8 +363,17 @@ def comfy_server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory):
     (base_dir / "input").mkdir()
     _write_song(base_dir / "input" / SONG_NAME, 3.0, seed=1)
     _write_song(base_dir / "input" / SHORT_SONG_NAME, 0.2, seed=2)
-    _train_tiny_motion_model(base_dir / "models" / "singer_motion" / TINY_MOTION_MODEL, base_dir / "runs")
-    _build_tiny_video_models(base_dir)
+    demo_models = base_dir / "demo_models"  # stands in for <pack>/out/models of `make demo` (SINGER_DEMO_MODELS)
+    given = os.environ.get("SINGER_TEST_DEMO_MODELS")  # reuse `make demo`'s out/models (thumbnails, quick reruns)
+    if given:
+        demo_models.mkdir()
+        for name in (TINY_MOTION_MODEL, "nerf-demo", "singer-demo"):
+            (demo_models / name).symlink_to(Path(given).resolve() / name, target_is_directory=True)
+        (base_dir / "models" / "singer").mkdir(parents=True)
+        (base_dir / "models" / "singer" / "singer-tiny").symlink_to(Path(given).resolve() / "singer-demo")
+    else:
+        _train_tiny_motion_model(demo_models / TINY_MOTION_MODEL, base_dir / "runs")
+        _build_tiny_video_models(base_dir, demo_models)
     settings = base_dir / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True)
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
@@ -333,7 +383,10 @@ def comfy_server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory):
     log_path = base_dir / "comfyui.log"
     command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                "--base-directory", str(base_dir), "--database-url", "sqlite:///:memory:"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    frontend = frontend_root_or_none()
+    if frontend is not None:
+        command += ["--front-end-root", str(frontend)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", SINGER_DEMO_MODELS=str(demo_models))
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, cwd=comfyui_path, stdout=log_file, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env)

@@ -87,7 +87,7 @@ def test_encoder_loader_offline_error_says_what_to_place_where(comfy_server):
     error = comfy_server.execution_error(entry)
     assert error is not None and error["node_type"] == "SingerAudioEncoderLoader", entry["status"]
     message = error["exception_message"]
-    assert "huggingface-cli download facebook/wav2vec2-base-960h" in message, message
+    assert "hf download facebook/wav2vec2-base-960h" in message, message
     assert "audio_encoders" in message, message
 
 

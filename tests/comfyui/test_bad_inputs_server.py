@@ -17,7 +17,7 @@ import torch
 
 pytestmark = pytest.mark.comfyui
 
-TINY_MOTION_MODEL = "motion-tiny"  # trained by conftest into models/singer_motion/
+TINY_MOTION_MODEL = "motion-demo"  # trained by conftest into its demo folder (SINGER_DEMO_MODELS)
 
 
 def _tone(seconds: float, rate: int) -> torch.Tensor:

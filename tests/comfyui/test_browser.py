@@ -55,8 +55,13 @@ LOAD_AND_CONVERT = """async (wf) => {
     const types = [...new Set(wf.nodes.map((n) => n.type))];
     const unregistered = types.filter((t) => !(t in LiteGraph.registered_node_types));
     await window.app.loadGraphData(JSON.parse(JSON.stringify(wf)));
+    await new Promise((resolve) => setTimeout(resolve, 300));
     const { output } = await window.app.graphToPrompt();
-    return { unregistered, missing: window.__singerMissing, output };
+    const title = LiteGraph.NODE_TITLE_HEIGHT || 30;
+    const boxes = window.app.graph._nodes.map((n) => ({
+        id: n.id, type: n.type, box: [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title],
+    }));
+    return { unregistered, missing: window.__singerMissing, output, scale: window.app.canvas.ds.scale, boxes };
 }"""
 
 
@@ -99,7 +104,13 @@ def test_workflow_loads_and_converts_in_frontend(comfy_server, browser_page, wor
         for name, value in node["inputs"].items():
             assert output[node_id]["inputs"].get(name) == value, f"node {node_id} input {name!r}"
 
-    # 3. a picture for people
+    # 3. readable as it opens: zoom >= 75 % and no node drawn over another
+    assert result["scale"] >= 0.75, f"{workflow_path.name} opens at {result['scale']:.0%} zoom"
+    overlaps = [(a["type"], b["type"]) for i, a in enumerate(result["boxes"]) for b in result["boxes"][i + 1:]
+                if _overlap(a["box"], b["box"])]
+    assert not overlaps, f"{workflow_path.name}: nodes drawn over each other: {overlaps}"
+
+    # 4. a picture for people
     shot = tmp_path / f"{workflow_path.stem}.png"
     page.screenshot(path=str(shot))
     artifacts = os.environ.get("SINGER_ARTIFACTS")
@@ -107,7 +118,7 @@ def test_workflow_loads_and_converts_in_frontend(comfy_server, browser_page, wor
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(artifacts) / shot.name)
 
-    # 4. no errors from the pack, and no uncaught exception while our workflow loaded
+    # 5. no errors from the pack, and no uncaught exception while our workflow loaded
     real = [e for e in errors if not is_noise(e)]
     pack_pattern = re.compile(rf"singer|{re.escape(comfy_server.pack_dir_name)}", re.IGNORECASE)
     ours_errors = [e for e in real if pack_pattern.search(e["text"] + " " + e["url"])]
@@ -116,6 +127,11 @@ def test_workflow_loads_and_converts_in_frontend(comfy_server, browser_page, wor
     assert not during_load, f"uncaught exceptions while {workflow_path.name} loaded:\n" + _format(during_load)
     if real:
         print("frontend errors, not the pack's (reported, not failed):\n" + _format(real))
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    """Whether two [x, y, w, h] boxes share area."""
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 def _format(errors: list[dict]) -> str:

@@ -14,8 +14,8 @@ import pytest
 pytestmark = pytest.mark.comfyui
 
 PACK_ROOT = Path(__file__).resolve().parents[2]
-WORKFLOW = PACK_ROOT / "workflows" / "nerf_talking_head.json"
-DEMO_NAME = "nerf-demo"  # the folder the shipped workflow loads (models/singer_nerf/nerf-demo/)
+WORKFLOW = PACK_ROOT / "workflows" / "Audio NeRF talking head (DAMC).json"
+DEMO_NAME = "nerf-demo"  # the folder the shipped workflow loads (make demo's, from the demo folder)
 DEMO_STEPS = 40  # enough for the occupancy grid to prune empty space (fast renders) and a face-like blob
 NODE_IDS = ("SingerNeRFLoader", "SingerNeRFRender", "SingerTextToSpeech")
 MEL = "mel-80 (built-in, no weights)"
@@ -23,10 +23,10 @@ MEL = "mel-80 (built-in, no weights)"
 
 @pytest.fixture(scope="module")
 def nerf_model(comfy_server) -> Path:
-    """models/singer_nerf/nerf-demo of the server (the conftest may have placed it already)."""
+    """nerf-demo in the server's demo folder (SINGER_DEMO_MODELS; the conftest may have placed it already)."""
     from singer_core.nerf.preview import train_demo_nerf
 
-    target = comfy_server.base_dir / "models" / "singer_nerf" / DEMO_NAME
+    target = comfy_server.base_dir / "demo_models" / DEMO_NAME
     if not (target / "model.safetensors").is_file():
         train_demo_nerf(target, cache_dir=comfy_server.base_dir / "runs" / "nerf", steps=DEMO_STEPS)
     return target
@@ -123,7 +123,7 @@ def test_workflow_saves_a_talking_head_video_with_sound(comfy_server, nerf_model
     from singer_core.io.video import read_video
 
     workflow = json.loads(WORKFLOW.read_text(encoding="utf-8"))
-    prompt = comfy_server.workflow_to_prompt(workflow)
+    prompt = comfy_server.with_fast_values(comfy_server.workflow_to_prompt(workflow))
     seconds = next(node["inputs"]["seconds"] for node in prompt.values() if node["class_type"] == "SingerSynthSong")
 
     entry = comfy_server.run_prompt(prompt, timeout_s=120)
@@ -170,7 +170,7 @@ def test_missing_model_empty_text_and_wrong_fps_give_clear_errors(comfy_server, 
     # 3. a hub id that is not downloaded, with downloads off
     entry = comfy_server.run_prompt(_tts_prompt("microsoft/speecht5_tts", "hello"))
     message = _error(comfy_server, entry, "SingerTextToSpeech")
-    assert "huggingface-cli download microsoft/speecht5_tts" in message and "tts" in message, message
+    assert "hf download microsoft/speecht5_tts" in message and "tts" in message, message
     # 4. features at 30 fps for a 25 fps model
     message = _error(comfy_server, comfy_server.run_prompt(_render_prompt(f"{DEMO_NAME}/", 0.4, 30.0)),
                      "SingerNeRFRender")

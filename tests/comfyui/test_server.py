@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +16,8 @@ pytestmark = pytest.mark.comfyui
 PACK_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 SHORT_SONG_NAME = "singer_short_song.wav"  # 0.2 s, written by the comfy_server fixture
+MOTION_WORKFLOW = PACK_ROOT / "workflows" / "Motion DiT - song to head motion (FD2Talk).json"
+LOADERS = ("SingerMotionLoader", "SingerModelLoader", "SingerNeRFLoader")  # the loaders of trained models
 
 
 def _node_ids_by_class() -> dict[str, str]:
@@ -82,7 +85,7 @@ def test_every_registered_node_is_served_with_category_and_tooltips(comfy_server
 @pytest.mark.parametrize("workflow_path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_shipped_workflow_runs(comfy_server, workflow_path: Path, tmp_path: Path):
     workflow = json.loads(workflow_path.read_text(encoding="utf-8"))
-    prompt = comfy_server.workflow_to_prompt(workflow)
+    prompt = comfy_server.with_fast_values(comfy_server.workflow_to_prompt(workflow))
     info = comfy_server.object_info()
 
     entry = comfy_server.run_prompt(prompt)
@@ -98,6 +101,33 @@ def test_shipped_workflow_runs(comfy_server, workflow_path: Path, tmp_path: Path
             _assert_real_video(comfy_server.view_bytes(outputs[kind][0]), tmp_path)
         elif kind == "images":
             _assert_real_picture(comfy_server.view_bytes(outputs[kind][0]))
+    thumbnails = os.environ.get("SINGER_THUMBNAILS")
+    if thumbnails:  # workflows/<name>.jpg for the template browser, from this run's first output
+        first = next(node_id for node_id in output_nodes if entry["outputs"].get(node_id, {}).get("images"))
+        _write_thumbnail(comfy_server.view_bytes(entry["outputs"][first]["images"][0]),
+                         Path(thumbnails) / f"{workflow_path.stem}.jpg", tmp_path)
+
+
+def _write_thumbnail(data: bytes, target: Path, tmp_path: Path) -> None:
+    """A 384 x 384 JPEG card of a PNG, or of a video's middle frame."""
+    from PIL import Image
+
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+    else:
+        from singer_core.io.video import read_video
+
+        path = tmp_path / "thumbnail.mp4"
+        path.write_bytes(data)
+        frames = read_video(path).frames
+        image = Image.fromarray(frames[frames.shape[0] // 2].numpy())
+    side = 384  # the template browser shows square cards: the picture scaled to fit, on a dark square
+    scale = side / max(image.size)
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    card = Image.new("RGB", (side, side), (24, 24, 24))
+    card.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    card.save(target, format="JPEG", quality=88)
 
 
 def _assert_real_picture(data: bytes) -> None:
@@ -158,6 +188,59 @@ def test_every_workflow_is_in_the_template_browser(comfy_server):
         assert served.json() == json.loads(path.read_text(encoding="utf-8"))
 
 
+def test_every_template_has_a_thumbnail_from_a_real_run(comfy_server):
+    """The template browser asks for workflows/<name>.jpg as the thumbnail (made from a run of the workflow by
+    test_shipped_workflow_runs with SINGER_THUMBNAILS set)."""
+    from PIL import Image
+
+    for path in WORKFLOWS:
+        served = comfy_server.get(f"/api/workflow_templates/{comfy_server.pack_dir_name}/{path.stem}.jpg")
+        assert served.status_code == 200, f"{path.stem}.jpg: HTTP {served.status_code}"
+        image = Image.open(io.BytesIO(served.content))
+        assert image.format == "JPEG" and min(image.size) >= 128, (path.stem, image.format, image.size)
+
+
+@pytest.mark.parametrize("workflow_path", [p for p in WORKFLOWS if any(t in p.read_text() for t in LOADERS)],
+                         ids=lambda p: p.stem)
+def test_a_missing_model_refuses_the_whole_workflow_before_anything_runs(comfy_server, workflow_path):
+    """Every output of a shipped workflow that loads a model needs it: with the model missing, POST /prompt is
+    refused (nothing runs, no half-run reported as success) and the error names the command that makes it."""
+    import requests
+
+    prompt = comfy_server.workflow_to_prompt(json.loads(workflow_path.read_text(encoding="utf-8")))
+    loaders = [node for node in prompt.values() if node["class_type"] in LOADERS]
+    assert loaders
+    for node in loaders:
+        node["inputs"]["model"] = "no-such-model/"
+    response = requests.post(comfy_server.base_url + "/prompt", json={"prompt": prompt,
+                                                                      "client_id": comfy_server.client_id}, timeout=10)
+    assert response.status_code == 400, f"{workflow_path.name}: queued anyway: {response.text}"
+    assert "make demo" in response.text and "no-such-model" in response.text, response.text
+
+
+def test_loaders_list_the_demo_models_without_copying(comfy_server):
+    """`make demo` leaves motion-demo/, singer-demo/ and nerf-demo/ in its out/models (here SINGER_DEMO_MODELS): each
+    loader lists its own kind from there and no other."""
+    def options(node_id):
+        spec = comfy_server.get(f"/object_info/{node_id}").json()[node_id]["input"]["required"]["model"]
+        return spec[1]["options"] if isinstance(spec[1], dict) and "options" in spec[1] else spec[0]
+
+    demo = {"SingerMotionLoader": "motion-demo/", "SingerModelLoader": "singer-demo/", "SingerNeRFLoader": "nerf-demo/"}
+    for node_id, name in demo.items():
+        listed = options(node_id)
+        assert name in listed, (node_id, listed)
+        assert not set(demo.values()) - {name} & set(listed), f"{node_id} lists another kind's model: {listed}"
+    # a name that leaves the model folders is refused before anything runs
+    import requests
+
+    prompt = comfy_server.workflow_to_prompt(json.loads(MOTION_WORKFLOW.read_text(encoding="utf-8")))
+    for node in prompt.values():
+        if node["class_type"] == "SingerMotionLoader":
+            node["inputs"]["model"] = "../singer/singer-tiny/"  # exists, but outside singer_motion
+    response = requests.post(comfy_server.base_url + "/prompt", json={"prompt": prompt}, timeout=10)
+    assert response.status_code == 400 and "is not in" in response.text, response.text
+
+
 def test_pack_import_takes_under_a_second(comfy_server):
     """ComfyUI's start-up report of import times: the pack does no work at import (no models, no kernels)."""
     pattern = re.compile(r"^\s*([\d.]+) seconds.*custom_nodes/" + re.escape(comfy_server.pack_dir_name) + r"\s*$")
@@ -171,7 +254,7 @@ def test_interrupting_motion_sampling_stops_promptly_and_the_server_stays_health
 
     import requests
 
-    workflow = json.loads((PACK_ROOT / "workflows" / "motion_dit.json").read_text(encoding="utf-8"))
+    workflow = json.loads(MOTION_WORKFLOW.read_text(encoding="utf-8"))
     prompt = comfy_server.workflow_to_prompt(workflow)
     for node in prompt.values():
         if node["class_type"] == "SingerSampleMotion":

@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.comfyui
 
 PACK_ROOT = Path(__file__).resolve().parents[2]
-WORKFLOW = PACK_ROOT / "workflows" / "singer_video.json"
+WORKFLOW = PACK_ROOT / "workflows" / "SINGER - a portrait sings a song.json"
 TINY_NAME = "singer-tiny"  # the folder the shipped workflow loads (models/singer/singer-tiny/)
 NODE_IDS = ("SingerModelLoader", "SingerSampleVideo")
 
@@ -57,7 +57,7 @@ def test_singer_nodes_are_served_with_tooltips(comfy_server, singer_models):
 def test_workflow_renders_a_video_with_sound(comfy_server, singer_models, tmp_path):
     from singer_core.io.video import read_video
 
-    prompt = comfy_server.workflow_to_prompt(json.loads(WORKFLOW.read_text(encoding="utf-8")))
+    prompt = comfy_server.with_fast_values(comfy_server.workflow_to_prompt(json.loads(WORKFLOW.read_text(encoding="utf-8"))))
     synth = next(node for node in prompt.values() if node["class_type"] == "SingerSynthSinger")
     seconds, size = synth["inputs"]["seconds"], synth["inputs"]["size"]
     sample = next(node for node in prompt.values() if node["class_type"] == "SingerSampleVideo")
@@ -67,7 +67,7 @@ def test_workflow_renders_a_video_with_sound(comfy_server, singer_models, tmp_pa
 
     comfy_server.assert_success(entry)
     save = next(key for key, node in prompt.items() if node["class_type"] == "SaveVideo")
-    preview = next(key for key, node in prompt.items() if node["class_type"] == "PreviewImage")
+    sampler = next(key for key, node in prompt.items() if node["class_type"] == "SingerSampleVideo")
     path = tmp_path / "singer.mp4"
     path.write_bytes(comfy_server.view_bytes(entry["outputs"][save]["images"][0]))
     video = read_video(path)
@@ -76,7 +76,9 @@ def test_workflow_renders_a_video_with_sound(comfy_server, singer_models, tmp_pa
     seconds_of_sound = video.audio.shape[-1] / video.sample_rate
     assert abs(seconds_of_sound - seconds) < 0.1, f"{seconds_of_sound:.3f} s of sound for a {seconds} s song"
     assert float(video.audio.abs().max()) > 0.01, "the sound track is silent"
-    assert len(entry["outputs"][preview]["images"]) == video.frames.shape[0]
+    # one representative preview (the video itself), not one thumbnail per frame
+    previews = entry["outputs"][sampler]
+    assert "images" not in previews and len(previews["singer_video"]) == 1, previews
 
 
 def _loader_prompt(model: str) -> dict:
@@ -114,3 +116,15 @@ def test_missing_model_files_name_each_file_and_the_server_keeps_serving(comfy_s
 
     assert comfy_server.get("/system_stats").status_code == 200
     comfy_server.assert_success(comfy_server.run_prompt(_loader_prompt(f"{TINY_NAME}/"), timeout_s=180))
+
+
+def test_auto_sampling_follows_the_model(comfy_server, singer_models):
+    """steps / cfg / clip_frames 0 = what the model recommends: the tiny stack stores 20 steps without guidance in
+    singer_training.json and was trained on 4-frame clips (SINGER's net.pth would give Hallo's 40 / 3.5 / 16)."""
+    info = json.loads((singer_models / TINY_NAME / "singer_training.json").read_text())
+    assert info["sampling"] == {"steps": 20, "cfg": 1.0} and info["frames"] == 4
+    prompt = _loader_prompt(f"{TINY_NAME}/")
+    prompt["3"]["inputs"].update(steps=0, cfg=0.0, clip_frames=0)
+    start = len(comfy_server.log_text())
+    comfy_server.assert_success(comfy_server.run_prompt(prompt, timeout_s=180))
+    assert "SingerSampleVideo: 20 steps, cfg 1, 4-frame clips" in comfy_server.log_text()[start:]

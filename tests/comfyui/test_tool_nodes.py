@@ -87,7 +87,11 @@ def test_tool_nodes_are_served_with_tooltips(comfy_server):
                 assert options.get("tooltip"), f"{name}.{input_name} has no tooltip"
         assert all(node["output_tooltips"]), f"{name} has an output without tooltip"
     assert "IMAGE" in info["SingerEvaluate"]["input"]["required"]["generated"][0]
-    assert "tiny" in _combo_options(info["SingerTrain"]["input"]["required"]["preset"])
+    # the node lists its presets without importing the trainers: the list must be every task's presets, no more
+    from singer_core.train import TASKS, task_class
+
+    presets = {name for task in TASKS for name in task_class(task).presets}
+    assert set(_combo_options(info["SingerTrain"]["input"]["required"]["preset"])) == presets
 
 
 def test_evaluate_clip_against_itself_and_against_a_rendered_motion(comfy_server):
@@ -232,3 +236,44 @@ def test_cancel_stops_training_and_resume_continues(comfy_server):
                                                       "stereo": False, "sample_rate": "16000"}},
                                      "2": {"class_type": "PreviewAudio", "inputs": {"audio": ["1", 0]}}})
     comfy_server.assert_success(entry)
+
+
+def test_face_paste_of_whole_rendered_frames_pastes_only_the_face_region(comfy_server):
+    """Render Motion gives whole frames the size of the portrait: Face Paste must paste their face region (the crop
+    box), not the whole frame shrunk into the box (a small second head under the first one's hair)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from singer_core.face.crop import expand_box, paste_back, square_crop
+    from singer_core.face.detect import detect_faces
+
+    prompt = {
+        "1": _synth(seconds=0.2, size=256),
+        "2": {"class_type": "SingerRenderMotion", "inputs": {"motion": ["1", 3], "identity": ["1", 4], "size": 256,
+                                                              "identity_seed": 0}},
+        "3": {"class_type": "SingerFaceCrop", "inputs": {"image": ["1", 0], "expand_ratio": 1.2, "size": 256}},
+        "4": {"class_type": "SingerFacePaste", "inputs": {"image": ["1", 0], "faces": ["2", 0], "crop": ["3", 1],
+                                                           "feather": 0.1}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+    entry = comfy_server.run_prompt(prompt)
+    comfy_server.assert_success(entry)
+
+    def picture(node_id):
+        data = comfy_server.view_bytes(entry["outputs"][node_id]["images"][0])
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+    pasted, rendered, portrait = picture("5"), picture("6"), picture("7")
+    # the reference: the core's crop of the same portrait, the rendered frame's crop box pasted back
+    _, transform = square_crop(portrait, expand_box(detect_faces(portrait)[0], 1.2), 256)
+    face_region = square_crop(rendered, (transform.x0, transform.y0, transform.side, transform.side), 256)[0]
+    expected = paste_back(portrait, face_region, transform, feather=0.1)
+    shrunk = paste_back(portrait, rendered, transform, feather=0.1)  # the whole frame in the box: the double head
+    error = np.abs(pasted.astype(float) - expected).mean()
+    double_head = np.abs(shrunk.astype(float) - expected).mean()
+    assert error < 1.0, f"Face Paste differs from the face-region paste by {error:.2f} / 255 on average"
+    assert double_head > 5 * max(error, 0.2), "the test cannot tell a whole-frame paste from a face-region paste"
