@@ -121,7 +121,7 @@ class PipelineOptions(JsonConfig):
     @classmethod
     def fast(cls, **overrides) -> PipelineOptions:
         """Our fast settings (see `SamplerPlan.fast`, benchmarks/singer_cost.py): DPM-Solver++ 16 steps,
-        guidance on the first half, reference banks cached, motion frames passed as latents."""
+        reference banks cached, motion frames passed as latents."""
         plan = SamplerPlan.fast()
         return cls(**{**dict(steps=plan.steps, solver=plan.solver, guided_share=plan.guided_share,
                              cache_reference=plan.cache_reference, reencode_motion_frames=False), **overrides})
