@@ -36,9 +36,10 @@ TTS_FOLDER = "tts"  # transformers TTS folders (SpeechT5 with vocoder/, VITS / M
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 # `make demo` (python -m singer_core.demo --out out, run in the pack's folder) trains its models into out/models/:
-# motion-<preset>/, singer-demo/, nerf-demo/. The loaders list them from there, so nothing is copied by hand.
+# motion-<preset>/, singer-demo/, nerf-demo/, frames-demo/. The loaders list them from there, so nothing is copied by hand.
 DEMO_COMMAND = f"cd {PACK_ROOT} && make demo"
-DEMO_PREFIXES = {MOTION_MODEL_FOLDER: "motion-", SINGER_MODEL_FOLDER: "singer-", NERF_MODEL_FOLDER: "nerf-"}
+DEMO_PREFIXES = {MOTION_MODEL_FOLDER: "motion-", SINGER_MODEL_FOLDER: "singer-", NERF_MODEL_FOLDER: "nerf-",
+                 FRAME_MODEL_FOLDER: "frames-"}
 
 
 def demo_models_dir() -> Path:
@@ -52,13 +53,13 @@ def _is_demo_root(root: str) -> bool:
 
 def _listed(name: str, root: str, entry: str) -> bool:
     """Whether `entry` of `root` belongs to model folder `name`: the demo folder holds every kind side by side, so
-    there only its own prefix (motion-, singer-, nerf-) counts."""
+    there only its own prefix (motion-, singer-, nerf-, frames-) counts."""
     return not _is_demo_root(root) or entry.startswith(DEMO_PREFIXES.get(name, "\0"))
 
 
 def register_model_folders() -> None:
     """Add the pack's model folders to ComfyUI's search paths (never overwriting existing entries), and the demo's
-    out/models after the default folder of the three model kinds the demo trains."""
+    out/models after the default folder of the four model kinds the demo trains."""
     for name in (AUDIO_ENCODER_FOLDER, SEPARATOR_FOLDER, MOTION_MODEL_FOLDER, EVAL_FOLDER, SINGER_MODEL_FOLDER, VAE_FOLDER,
                  ANIMATEDIFF_FOLDER, NERF_MODEL_FOLDER, TTS_FOLDER, FRAME_MODEL_FOLDER):
         if name not in folder_paths.folder_names_and_paths:

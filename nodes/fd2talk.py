@@ -8,11 +8,14 @@ from fractions import Fraction
 from comfy_api.latest import InputImpl, Types, io
 
 from .comfy_bridge import (
+    DEMO_COMMAND,
     FRAME_MODEL_FOLDER,
     FrameModelType,
     Motion,
     comfy_progress,
+    demo_models_dir,
     model_folder,
+    model_locations,
     model_subfolders,
     resolve_model_path,
 )
@@ -46,8 +49,10 @@ class SingerFrameModelLoader(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, model):
         if resolve_model_path(FRAME_MODEL_FOLDER, model) is None:
-            return (f"frame model '{model}' not found in {model_folder(FRAME_MODEL_FOLDER)}; train one with "
-                    "`python -m singer_core.train frames --preset tiny --out DIR` and copy DIR/final there")
+            return (f"frame model '{model}' is not in {model_locations(FRAME_MODEL_FOLDER)}. Make the demo's with "
+                    f"`{DEMO_COMMAND}` (it trains frames-demo/ into {demo_models_dir()}, listed here), or train "
+                    "your own: `python -m singer_core.train frames --preset tiny --out runs/frames` and put "
+                    f"runs/frames/final into {model_folder(FRAME_MODEL_FOLDER)}/<name>/; then refresh (press R)")
         return True
 
     @classmethod

@@ -325,11 +325,11 @@ def _build_tiny_video_models(base_dir: Path, demo_models: Path) -> None:
     train_demo_nerf(demo_models / "nerf-demo", cache_dir=base_dir / "runs" / "nerf", steps=40)
     build_tiny_stack(demo_models / "singer-demo", cache_dir=base_dir / "runs" / "singer", steps=2, small_data=True)
     shutil.copytree(demo_models / "singer-demo", base_dir / "models" / "singer" / "singer-tiny")
-    _train_tiny_frame_model(base_dir / "models" / "singer_frames" / "frames-tiny", base_dir / "runs")
+    _train_tiny_frame_model(demo_models / "frames-demo", base_dir / "runs")
 
 
 def _train_tiny_frame_model(target: Path, runs: Path) -> None:
-    """The FD2Talk portrait workflow's frame model (models/singer_frames/<name>/): the frames task's tiny preset on
+    """The FD2Talk portrait workflow's frame model (<demo models>/frames-demo/, as `make demo` leaves it): the frames task's tiny preset on
     a little SynthSinger, a few steps of the VAE, the frame autoencoder and the UNet (runs the workflow end to end,
     does not look good)."""
     import shutil
@@ -367,7 +367,7 @@ def comfy_server(comfyui_path: Path, tmp_path_factory: pytest.TempPathFactory):
     given = os.environ.get("SINGER_TEST_DEMO_MODELS")  # reuse `make demo`'s out/models (thumbnails, quick reruns)
     if given:
         demo_models.mkdir()
-        for name in (TINY_MOTION_MODEL, "nerf-demo", "singer-demo"):
+        for name in (TINY_MOTION_MODEL, "nerf-demo", "singer-demo", "frames-demo"):
             (demo_models / name).symlink_to(Path(given).resolve() / name, target_is_directory=True)
         (base_dir / "models" / "singer").mkdir(parents=True)
         (base_dir / "models" / "singer" / "singer-tiny").symlink_to(Path(given).resolve() / "singer-demo")
