@@ -261,7 +261,12 @@ class SingerPipeline:
             found = detect_faces_with_keypoints(image_u8, detector=options.detector,
                                                 models_dirs=tuple(options.models_dirs))
         except NoFaceDetectorError as error:
-            raise NoFaceDetectorError(f"SingerPipeline: {error}") from None
+            if options.crop_ratio != 0:  # a face crop needs the face: say how to get a detector or give the box
+                raise NoFaceDetectorError(f"SingerPipeline: {error}") from None
+            # crop_ratio 0 animates the whole image (the tiny stacks): as with no face found, no box is needed
+            logger.warning("SingerPipeline: no face detector available (%s); crop_ratio is 0, so the whole image "
+                           "is used", str(error).split(";")[0])
+            return None, None
         if not found:
             logger.warning("SingerPipeline: no face found in the portrait; using the whole image (give face_box "
                            "or a better detector for a face crop)")
