@@ -248,11 +248,10 @@ class _Output:
 
 
 class _MissingFrames(Exception):
-    """Decoding went on past damage, but the timestamps show that frames are missing."""
+    """Decoding went on past damage, but a packet lost its timestamps: frames are missing or misplaced."""
 
-    def __init__(self, at: float, resumes: float | None):
-        super().__init__(f"frames are missing: the timestamps jump from {at:.2f} s to {resumes:.2f} s"
-                         if resumes is not None else "the stream loses its timestamps (lost sync)")
+    def __init__(self, at: float):
+        super().__init__(f"the stream loses its timestamps at {at:.2f} s (lost sync)")
 
 
 class _Decoded(NamedTuple):
@@ -296,7 +295,7 @@ def _decode_packets(container, stream, window: _Window, seeked: bool, on_damage:
             # the demuxer lost sync here: newer FFmpeg (PyAV 18) hands over the resynced bytes as one packet
             # without a timestamp whose frames decode without an error, the damaged one as noise; nothing
             # in it can be placed or trusted, so it counts as damage (its span is filled from the next stamp)
-            damage = damage or _MissingFrames((position or 0) / rate, None)
+            damage = damage or _MissingFrames((position or 0) / rate)
             if on_damage == "error":
                 break
             continue
@@ -332,11 +331,9 @@ def _decode_packets(container, stream, window: _Window, seeked: bool, on_damage:
                 position = at
             if at is not None and origin is None:
                 origin = at - position  # timestamps may start off zero (codec delay): only jumps count
-            elif at is not None and at - origin - position > jitter:  # frames are missing before this one
-                if on_damage == "error":
-                    # newer FFmpeg (PyAV 18) resyncs past damage without an error: the jump is the evidence
-                    damage = _MissingFrames(position / rate, (at - origin) / rate)
-                    break
+            elif on_damage == "silence" and at is not None and at - origin - position > jitter:
+                # frames are missing before this one (error mode leaves a jump to the length check: Ogg Vorbis
+                # pages can carry estimated timestamps that jump by a few ms in a clean file)
                 _add_span(silenced, position, at - origin)
                 out.put(position, None, at - origin - position)
                 position = at - origin
