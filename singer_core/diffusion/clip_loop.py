@@ -24,7 +24,7 @@ import torch
 from ..io.config import JsonConfig
 from ..ops.noise_schedule import NoiseSchedule, sample_ddim
 from .audio_modules import RegionMasks
-from .sampling import sample_clip
+from .sampling import clip_conditions, sample_clip
 
 logger = logging.getLogger(__name__)
 
@@ -150,24 +150,6 @@ class ReferenceBanks:
             writer.bank = [entry]
 
 
-def _conditions(net, noise, face_embedding, audio_windows, face_mask_image, masks, guided: bool, use_msm: bool):
-    frames = noise.shape[2]
-    tokens = net.imageproj(face_embedding)
-    audio = net.audio_tokens(audio_windows, noise if use_msm else None)
-    features = None
-    if face_mask_image is not None:
-        features = net.face_locator(face_mask_image)
-        features = features[:, :, None].expand(-1, -1, frames, -1, -1) if features.dim() == 4 else features
-    if guided:
-        tokens = torch.cat([net.imageproj(torch.zeros_like(face_embedding)), tokens])
-        audio = torch.cat([torch.zeros_like(audio), audio])
-        features = None if features is None else torch.cat([torch.zeros_like(features), features])
-        if masks is not None:
-            masks = RegionMasks(*(tuple(torch.cat([level, level]) for level in field)
-                                  for field in (masks.full, masks.face, masks.lip)))
-    return tokens, audio, features, masks
-
-
 def _cond_half(tensor, batch):
     return None if tensor is None else tensor[-batch:]
 
@@ -193,7 +175,7 @@ def sample_clip_plan(net, noise: torch.Tensor, *, reference_latents: torch.Tenso
     guided_steps = plan.guided_steps()
     guided = guided_steps > 0
     with torch.no_grad():
-        tokens, audio, features, masks2 = _conditions(net, noise, face_embedding, audio_windows, face_mask_image,
+        tokens, audio, features, masks2 = clip_conditions(net, noise, face_embedding, audio_windows, face_mask_image,
                                                       masks, guided, use_msm)
         # 1. banks: written once (or from the cache), full [uncond, cond] rows, cond rows kept for later steps
         if banks is not None:

@@ -24,6 +24,25 @@ def _doubled(masks: RegionMasks | None) -> RegionMasks | None:
                          for field in (masks.full, masks.face, masks.lip)))
 
 
+def clip_conditions(net, noise: torch.Tensor, face_embedding: torch.Tensor, audio_windows: torch.Tensor,
+                    face_mask_image: torch.Tensor | None, masks: RegionMasks | None, guided: bool, use_msm: bool):
+    """(image tokens, audio tokens, face-locator features, region masks) of one clip; with `guided` each is
+    [uncond, cond] along the batch (zero face embedding, zero audio tokens, zero locator features)."""
+    frames = noise.shape[2]
+    tokens = net.imageproj(face_embedding)
+    audio = net.audio_tokens(audio_windows, noise if use_msm else None)
+    features = None
+    if face_mask_image is not None:
+        features = net.face_locator(face_mask_image)
+        features = features[:, :, None].expand(-1, -1, frames, -1, -1) if features.dim() == 4 else features
+    if guided:
+        tokens = torch.cat([net.imageproj(torch.zeros_like(face_embedding)), tokens])
+        audio = torch.cat([torch.zeros_like(audio), audio])
+        features = None if features is None else torch.cat([torch.zeros_like(features), features])
+        masks = _doubled(masks)
+    return tokens, audio, features, masks
+
+
 def sample_clip(net, noise: torch.Tensor, *, reference_latents: torch.Tensor, face_embedding: torch.Tensor,
                 audio_windows: torch.Tensor, face_mask_image: torch.Tensor | None = None,
                 masks: RegionMasks | None = None, steps: int = 40, guidance: float = 3.5,
@@ -45,17 +64,9 @@ def sample_clip(net, noise: torch.Tensor, *, reference_latents: torch.Tensor, fa
     guided = guidance != 1.0
     with torch.no_grad():
         # 1. conditions: cond and (for guidance) uncond halves
-        tokens = net.imageproj(face_embedding)
-        audio = net.audio_tokens(audio_windows, noise if use_msm else None)
-        features = None
-        if face_mask_image is not None:
-            features = net.face_locator(face_mask_image)
-            features = features[:, :, None].expand(-1, -1, frames, -1, -1) if features.dim() == 4 else features
+        tokens, audio, features, masks = clip_conditions(net, noise, face_embedding, audio_windows, face_mask_image,
+                                                         masks, guided, use_msm)
         if guided:
-            tokens = torch.cat([net.imageproj(torch.zeros_like(face_embedding)), tokens])
-            audio = torch.cat([torch.zeros_like(audio), audio])
-            features = None if features is None else torch.cat([torch.zeros_like(features), features])
-            masks = _doubled(masks)
             reference_latents = torch.cat([reference_latents, reference_latents])
         keep = torch.tensor([False] * batch + [True] * batch) if guided else None
         # 2. reference banks once, then the DDIM loop
