@@ -17,6 +17,7 @@ from torch import nn
 
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig
+from .vae import autoencoder_kl_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +49,9 @@ class FrameAutoencoderConfig(JsonConfig):
         return 2 ** (len(self.block_out_channels) - 1)
 
     def vae_kwargs(self) -> dict:
-        blocks = len(self.block_out_channels)
-        return dict(in_channels=3, out_channels=3, latent_channels=self.latent_channels,
-                    down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
-                    block_out_channels=self.block_out_channels, layers_per_block=self.layers_per_block,
-                    norm_num_groups=self.norm_num_groups, sample_size=self.image_size,
-                    scaling_factor=self.scaling_factor)
+        return autoencoder_kl_kwargs(block_out_channels=self.block_out_channels, layers_per_block=self.layers_per_block,
+                                     latent_channels=self.latent_channels, norm_num_groups=self.norm_num_groups,
+                                     image_size=self.image_size, scaling_factor=self.scaling_factor)
 
 
 class FrameAutoencoder(nn.Module, PretrainedMixin):

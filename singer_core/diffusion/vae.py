@@ -18,16 +18,25 @@ SD_VAE_FT_MSE = "stabilityai/sd-vae-ft-mse"  # hub id of the VAE Hallo/SINGER de
 Progress = Callable[[int, int], None]
 
 
+def autoencoder_kl_kwargs(*, block_out_channels: tuple[int, ...], layers_per_block: int, latent_channels: int,
+                          norm_num_groups: int, image_size: int, scaling_factor: float) -> dict:
+    """AutoencoderKL keyword arguments of an SD-layout RGB VAE with len(block_out_channels) blocks (one halving
+    between blocks): the one place the pack's own VAEs (tests, the vae task, FD2Talk's autoencoder) are shaped."""
+    blocks = len(block_out_channels)
+    return dict(in_channels=3, out_channels=3, latent_channels=latent_channels,
+                down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+                block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
+                norm_num_groups=norm_num_groups, sample_size=image_size, scaling_factor=scaling_factor)
+
+
 def tiny_vae_config() -> dict:
     """AutoencoderKL keyword arguments of a very small VAE for CPU tests.
 
     Three blocks (two halvings): 64 x 64 images <-> 4 x 16 x 16 latents, the latent size of
     `DiffusionConfig.tiny()`. Runs in milliseconds on a CPU.
     """
-    return dict(in_channels=3, out_channels=3, latent_channels=4,
-                down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                block_out_channels=(8, 8, 16), layers_per_block=1, norm_num_groups=4, sample_size=64,
-                scaling_factor=VAE_SCALE)
+    return autoencoder_kl_kwargs(block_out_channels=(8, 8, 16), layers_per_block=1, latent_channels=4,
+                                 norm_num_groups=4, image_size=64, scaling_factor=VAE_SCALE)
 
 
 def tiny_vae(seed: int = 0):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.synthetic import SynthSingerConfig
+from ..diffusion.vae import VAE_SCALE, autoencoder_kl_kwargs
 from ..io.checkpoint import atomic_folder
 from .loop import EpochSampler, LoopConfig, TrainParts, step_generator
 from .motion_data import synth_dataset
@@ -79,12 +80,9 @@ class VAETrainConfig(LoopConfig):
 
     def vae_kwargs(self) -> dict:
         """AutoencoderKL keyword arguments of this config."""
-        blocks = len(self.block_out_channels)
-        return dict(in_channels=3, out_channels=3, latent_channels=self.latent_channels,
-                    down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
-                    block_out_channels=self.block_out_channels, layers_per_block=self.layers_per_block,
-                    norm_num_groups=self.norm_num_groups, sample_size=self.image_size,
-                    scaling_factor=self.scaling_factor or 0.18215)
+        return autoencoder_kl_kwargs(block_out_channels=self.block_out_channels, layers_per_block=self.layers_per_block,
+                                     latent_channels=self.latent_channels, norm_num_groups=self.norm_num_groups,
+                                     image_size=self.image_size, scaling_factor=self.scaling_factor or VAE_SCALE)
 
     def synth_config(self) -> SynthSingerConfig:
         """The SynthSinger dataset generated when no --data is given (frames at image_size)."""
