@@ -225,7 +225,8 @@ class SingerIsolateVocals(io.ComfyNode):
     @classmethod
     def execute(cls, audio, method, denoise) -> io.NodeOutput:
         from ..singer_core.audio.io import audio_to_comfy, check_audio
-        from ..singer_core.audio.separation import MdxNetSeparator, separate_vocals_dsp
+        from ..singer_core.audio.separation import separate_vocals_dsp
+        from ..singer_core.audio.separation_mdx import MdxNetSeparator
 
         who = "SingerIsolateVocals"
         items, rate = _items(audio, who)

@@ -2,8 +2,8 @@
 Jot 2004 inter-channel similarity), median-filter harmonic/percussive separation (FitzGerald 2010) and
 a vocal-band emphasis. No weights; long audio runs in overlapping blocks with flat memory.
 
-The trained alternative (MDX-Net ONNX, e.g. Hallo's Kim_Vocal_2) lives in ``separation_mdx.py`` and is
-re-exported here on first access (`MdxNetSeparator`, `MdxNetParams`, `KIM_VOCAL_2`); both return a
+The trained alternative (MDX-Net ONNX, e.g. Hallo's Kim_Vocal_2) lives in ``separation_mdx.py``
+(`MdxNetSeparator`, `MdxNetParams`, `KIM_VOCAL_2`), which builds on this module; both return a
 `Separation` whose accompaniment is exactly input - vocals.
 """
 
@@ -22,18 +22,6 @@ import torch.nn.functional as F
 from ..io.config import JsonConfig
 
 logger = logging.getLogger(__name__)
-
-_MDX_NAMES = ("MdxNetSeparator", "MdxNetParams", "KIM_VOCAL_2", "onnx_graph_inputs")
-
-
-def __getattr__(name: str):
-    """Lazy re-export of the MDX-Net separator (its module imports this one for `Separation`)."""
-    if name in _MDX_NAMES:
-        from . import separation_mdx
-
-        return getattr(separation_mdx, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 @dataclasses.dataclass(frozen=True)
 class Separation:
