@@ -91,7 +91,8 @@ def main(argv=None) -> int:
     from singer_core.audio.io import to_mono
     from singer_core.audio.synth import SongConfig, synthesize_song
     from singer_core.data.motion_from_song import motion_from_song
-    from singer_core.face.morphable import EXPRESSION_UNITS, procedural_model
+    from singer_core.face.morphable import EXPRESSION_UNITS
+    from singer_core.face.procedural import procedural_model
     from singer_core.motion.generator import MotionModel
     from singer_core.train.loop import train
 

@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from singer_core.face.morphable import procedural_model, project, transform, zero_coeffs
+from singer_core.face.morphable import project, transform, zero_coeffs
+from singer_core.face.procedural import procedural_model
 from singer_core.face.render import default_lighting, rasterize, render_coeffs
 
 CASES = [(128, 1), (128, 8), (256, 1), (256, 8)]

@@ -164,7 +164,7 @@ class SingerRenderMotion(io.ComfyNode):
 
     @classmethod
     def execute(cls, motion, size, identity_seed, identity=None, audio=None) -> io.NodeOutput:
-        from ..singer_core.face.morphable import procedural_model
+        from ..singer_core.face.procedural import procedural_model
         from ..singer_core.face.render import render_coeffs
 
         if audio is not None:

@@ -167,8 +167,8 @@ def _motion_preview(out: Path, song, rate: int, clip, seed: int, preset: str) ->
     import torch
 
     from .audio.io import to_mono
-    from .face.morphable import procedural_model
     from .face.motion_types import FaceIdentity
+    from .face.procedural import procedural_model
     from .face.render import render_coeffs
     from .io.video import write_video
     from .motion.generator import MotionModel

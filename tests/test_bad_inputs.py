@@ -113,8 +113,8 @@ def _truncated(path: Path, source: Path, keep: float = 0.5) -> Path:
 def face_image() -> np.ndarray:
     """(128, 128, 3) uint8: a procedural 3DMM face the Haar detector finds (rendered once per module)."""
     from singer_core.data.synthetic import make_identity
-    from singer_core.face.morphable import procedural_model
     from singer_core.face.motion_types import FaceIdentity
+    from singer_core.face.procedural import procedural_model
     from singer_core.face.render import render_coeffs
 
     made = make_identity(0)

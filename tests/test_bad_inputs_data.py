@@ -289,8 +289,8 @@ def test_face_detector_reads_an_exif_rotated_portrait_file(tmp_path):
 
     from singer_core.data.synthetic import make_identity
     from singer_core.face.detect import detect_faces
-    from singer_core.face.morphable import procedural_model
     from singer_core.face.motion_types import FaceIdentity, SingerMotion
+    from singer_core.face.procedural import procedural_model
     from singer_core.face.render import render_coeffs
 
     made = make_identity(0)

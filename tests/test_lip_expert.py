@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from singer_core.face.morphable import procedural_model
+from singer_core.face.procedural import procedural_model
 from singer_core.motion.lip_expert import (
     LipExpert,
     LipExpertConfig,

@@ -18,7 +18,6 @@ from singer_core.face.morphable import (
     MorphableModel,
     euler_to_rotation,
     join_coeffs,
-    procedural_model,
     project,
     split_coeffs,
     to_camera,
@@ -26,6 +25,7 @@ from singer_core.face.morphable import (
     vertex_normals,
     zero_coeffs,
 )
+from singer_core.face.procedural import procedural_model
 
 
 @pytest.fixture(scope="module")

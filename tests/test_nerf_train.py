@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from singer_core.face.morphable import procedural_model
+from singer_core.face.procedural import procedural_model
 from singer_core.io.checkpoint import load_tensors
 from singer_core.nerf.data import SYNTH_CENTRE, SYNTH_SCALE, load_subject, make_synthsinger_subject
 from singer_core.ops.volume import camera_rays

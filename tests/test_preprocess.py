@@ -21,7 +21,8 @@ from singer_core.audio.synth import SongConfig, synthesize_song
 from singer_core.data.format import read_index
 from singer_core.data.preprocess import PreprocessConfig, main, preprocess_videos
 from singer_core.face.detector_files import haar_available
-from singer_core.face.morphable import procedural_model, zero_coeffs
+from singer_core.face.morphable import zero_coeffs
+from singer_core.face.procedural import procedural_model
 from singer_core.face.render import default_lighting, render_coeffs
 from singer_core.io.video import write_video
 

@@ -14,11 +14,11 @@ from singer_core.face.morphable import (
     COEFF_SLICES,
     EXPRESSION_UNITS,
     Camera,
-    procedural_model,
     to_camera,
     vertex_normals,
     zero_coeffs,
 )
+from singer_core.face.procedural import procedural_model
 from singer_core.face.render import (
     RenderOutput,
     default_lighting,

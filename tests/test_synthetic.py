@@ -97,7 +97,7 @@ def test_motion_follows_the_song(style):
 
 @pytest.fixture(scope="module")
 def model():
-    from singer_core.face.morphable import procedural_model
+    from singer_core.face.procedural import procedural_model
 
     return procedural_model(seed=0)
 

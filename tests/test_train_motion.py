@@ -81,7 +81,7 @@ def test_motion_batches_are_normalised_windows(cache):
 
 
 def test_sync_loss_matches_a_per_window_reference(cache, expert_folder):
-    from singer_core.face.morphable import procedural_model
+    from singer_core.face.procedural import procedural_model
     from singer_core.motion.lip_expert import LipExpert, mouth_motion, mouth_vertex_indices
 
     config = dataclasses.replace(MotionTask.presets["tiny"], lip_expert=str(expert_folder), lambda_sync=0.5,

@@ -197,7 +197,7 @@ def generate_clip(config: SynthSingerConfig, clip_index: int, *, model=None,
     Returns:
         A SynthClip with frames (T, H, W, 3) uint8, T = ceil(seconds * fps).
     """
-    from ..face.morphable import procedural_model
+    from ..face.procedural import procedural_model
     from ..face.render import render_coeffs
 
     if not 0 <= clip_index < config.clips:
@@ -302,7 +302,7 @@ def generate_dataset(out: str | Path, config: SynthSingerConfig, *, overwrite: b
 
 def _generate_dataset(out: Path, config: SynthSingerConfig, overwrite: bool, progress) -> DatasetIndex:
     """generate_dataset once the folder is locked."""
-    from ..face.morphable import procedural_model
+    from ..face.procedural import procedural_model
 
     model = procedural_model(seed=0)
     total, frames = config.clips * config.frames, config.frames

@@ -179,7 +179,7 @@ def evaluate_motion(model, data_dir, *, split: str = "test", steps: int = 50, et
         "per_clip" (list of {"clip_id", "model": {...}, "ground_truth": {...}}).
     """
     from ..data.format import read_clip, read_index
-    from ..face.morphable import procedural_model
+    from ..face.procedural import procedural_model
 
     index = read_index(data_dir)
     clip_ids = index.split(split)

@@ -222,7 +222,7 @@ def evaluate_clip(frames: torch.Tensor, *, fps: float, ground_truth: torch.Tenso
         step()
         return ClipEvaluation(generated, reference, missing, per_frame, tuple(notes))
     if face_model is None:
-        from ..face.morphable import procedural_model
+        from ..face.procedural import procedural_model
 
         face_model = procedural_model(seed=0)
     identity = torch.zeros(80) if identity is None else identity.detach().float().cpu().reshape(-1)

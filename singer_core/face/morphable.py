@@ -321,24 +321,6 @@ def _normals_kernel():
 _SLIVER = 1e-6  # |cross product| (twice the area) below which a triangle's normal is scaled down
 
 
-def procedural_model(seed: int = 0, detail: int = 1) -> MorphableModel:
-    """The built-in procedural head (see :mod:`singer_core.face.procedural`): deterministic in `seed`.
-
-    Args:
-        seed: seeds the random parts of the identity, expression and texture bases (the mean face and
-            the named expression units are the same for every seed).
-        detail: mesh density 1..4. At 1 (23k vertices, 46k triangles) vertices are ~1 px apart over
-            the eyes and mouth and ~2 px elsewhere in a 224 px render (the head fills ~70 % of the frame
-            height): enough up to ~384 px. 2 is twice as dense in each direction (89k vertices), for 768 px.
-
-    Returns:
-        A float32 CPU MorphableModel.
-    """
-    from .procedural import build_procedural_model
-
-    return build_procedural_model(seed=seed, detail=detail)
-
-
 # ----------------------------------------------------------------------------- pose and camera
 
 
@@ -403,7 +385,6 @@ class Camera(JsonConfig):
     def focal_pixels(self, image_size: int) -> float:
         """Focal length in pixels for an image of `image_size` pixels."""
         return self.focal * image_size / self.image_size
-
 
 
 def to_camera(vertices: Tensor, camera: Camera | None = None) -> Tensor:

@@ -674,7 +674,7 @@ def render_coeffs(model: MorphableModel, coeffs: Tensor, *, image_size: int = 22
     """Render Deep3DFaceRecon coefficients with a morphable model.
 
     Args:
-        model: the MorphableModel (e.g. :func:`.morphable.procedural_model` or a loaded BFM).
+        model: the MorphableModel (e.g. :func:`.procedural.procedural_model` or a loaded BFM).
         coeffs: (B, 257) coefficients (id, exp, tex, angle, gamma, trans; see
             :data:`.morphable.COEFF_SLICES`).
         image_size: output size S in pixels (64..512 tested).

@@ -111,7 +111,7 @@ class LipExpertTask:
     default_preset = "tiny"
 
     def build(self, config: LipExpertTrainConfig, data_dir: Path | None, cache_dir: Path, device) -> TrainParts:
-        from ..face.morphable import procedural_model
+        from ..face.procedural import procedural_model
         from ..motion.lip_expert import LipExpert, mouth_motion, mouth_vertex_indices
 
         clips = load_motion_clips(config.dataset(data_dir, cache_dir), config.split, config.audio_spec(), cache_dir)

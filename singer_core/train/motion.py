@@ -174,7 +174,7 @@ class MotionTask:
                           data=MotionBatches(clips, stats, config, self.timesteps))
 
     def _lip_expert(self, config: MotionTrainConfig, model) -> dict[str, torch.nn.Module]:
-        from ..face.morphable import procedural_model
+        from ..face.procedural import procedural_model
         from ..motion.lip_expert import LipExpert, mouth_vertex_indices
 
         expert = LipExpert.from_pretrained(config.lip_expert)
