@@ -42,6 +42,15 @@ DEMO_PREFIXES = {MOTION_MODEL_FOLDER: "motion-", SINGER_MODEL_FOLDER: "singer-",
                  FRAME_MODEL_FOLDER: "frames-"}
 
 
+def torch_device(device: str) -> str:
+    """A node's device choice: "auto" is ComfyUI's torch device, anything else is passed through."""
+    if device != "auto":
+        return device
+    import comfy.model_management
+
+    return str(comfy.model_management.get_torch_device())
+
+
 def demo_models_dir() -> Path:
     """Where `make demo` leaves its trained models: $SINGER_DEMO_MODELS, else <pack>/out/models."""
     return Path(os.environ.get("SINGER_DEMO_MODELS") or PACK_ROOT / "out" / "models").resolve()

@@ -27,6 +27,7 @@ from .comfy_bridge import (
     model_locations,
     model_subfolders,
     resolve_model_path,
+    torch_device,
 )
 from .web_preview import video_preview_ui
 
@@ -465,10 +466,7 @@ class SingerSampleVideo(io.ComfyNode):
         if abs(features.fps - fps) > 1e-6:
             raise ValueError(f"{who}: the features are at {features.fps:g} fps but fps is {fps:g}; encode at the "
                              "video rate or set fps to match")
-        if device == "auto":
-            import comfy.model_management
-
-            device = str(comfy.model_management.get_torch_device())
+        device = torch_device(device)
         clips = math.ceil(features.frames / clip_frames)
         pipeline = singer_model.pipeline()
         try:

@@ -18,6 +18,7 @@ from .comfy_bridge import (
     model_locations,
     model_subfolders,
     resolve_model_path,
+    torch_device,
 )
 from .diffusion import _portrait
 from .web_preview import video_preview_ui
@@ -62,10 +63,7 @@ class SingerFrameModelLoader(io.ComfyNode):
         path = resolve_model_path(FRAME_MODEL_FOLDER, model)
         if path is None:
             raise ValueError(f"SingerFrameModelLoader: '{model}' not found in {model_folder(FRAME_MODEL_FOLDER)}")
-        if device == "auto":
-            import comfy.model_management
-
-            device = str(comfy.model_management.get_torch_device())
+        device = torch_device(device)
         return io.NodeOutput(load_frame_model(path, device=device))
 
 

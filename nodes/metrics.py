@@ -17,6 +17,7 @@ from .comfy_bridge import (
     model_files,
     model_folder,
     resolve_model_path,
+    torch_device,
 )
 from .web_preview import merge_ui
 
@@ -194,10 +195,7 @@ class SingerFVD(io.ComfyNode):
             raise ValueError(cls.validate_inputs(i3d_model))
         a = _clips(_media(videos_a, who, "videos_a")[0], clip_frames, who, "videos_a")
         b = _clips(_media(videos_b, who, "videos_b")[0], clip_frames, who, "videos_b")
-        if device == "auto":
-            import comfy.model_management
-
-            device = str(comfy.model_management.get_torch_device())
+        device = torch_device(device)
         try:
             value = fvd(a, b, path, device=device, progress=comfy_progress(a.shape[0] + b.shape[0]))
         except (ValueError, FileNotFoundError) as error:

@@ -19,6 +19,7 @@ from .comfy_bridge import (
     model_locations,
     model_subfolders,
     resolve_model_path,
+    torch_device,
 )
 
 logger = logging.getLogger(__name__)
@@ -66,10 +67,7 @@ class SingerMotionLoader(io.ComfyNode):
         path = resolve_model_path(MOTION_MODEL_FOLDER, model)
         if path is None:
             raise ValueError(f"SingerMotionLoader: {missing_motion_model(model)}")
-        if device == "auto":
-            import comfy.model_management
-
-            device = str(comfy.model_management.get_torch_device())
+        device = torch_device(device)
         return io.NodeOutput(MotionModel.from_pretrained(path, device=device))
 
 

@@ -20,6 +20,7 @@ from .comfy_bridge import (
     model_locations,
     model_subfolders,
     resolve_model_path,
+    torch_device,
 )
 from .web_preview import audio_preview_ui, merge_ui, video_preview_ui
 
@@ -28,14 +29,6 @@ logger = logging.getLogger(__name__)
 CAMERA_CHOICES = ["static", "sway", "training"]
 HUB_TTS = ["microsoft/speecht5_tts", "facebook/mms-tts-eng"]
 SPEECHT5_VOCODER = "microsoft/speecht5_hifigan"
-
-
-def _torch_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import comfy.model_management
-
-    return str(comfy.model_management.get_torch_device())
 
 
 def missing_nerf_model(model: str) -> str:
@@ -85,7 +78,7 @@ class SingerNeRFLoader(io.ComfyNode):
         if path is None:
             raise ValueError(f"{who}: {missing_nerf_model(model)}")
         try:
-            subject = load_nerf_subject(path, device=_torch_device(device))
+            subject = load_nerf_subject(path, device=torch_device(device))
         except (ValueError, OSError) as error:
             raise ValueError(f"{who}: {error}") from error
         return io.NodeOutput(subject, subject.describe())
@@ -235,7 +228,7 @@ class SingerTextToSpeech(io.ComfyNode):
         if source is None:
             raise ValueError(f"{who}: '{model}' was not found in {model_folder(TTS_FOLDER)}; refresh the node list")
         try:
-            tts = load_tts(source, local_files_only=True, device=_torch_device(device))
+            tts = load_tts(source, local_files_only=True, device=torch_device(device))
         except (ValueError, OSError, ImportError) as error:
             raise ValueError(f"{who}: {error}") from error
         progress(1, 3)

@@ -15,7 +15,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..singer_core.train import TASKS
-from .comfy_bridge import MOTION_MODEL_FOLDER, input_file_path
+from .comfy_bridge import MOTION_MODEL_FOLDER, input_file_path, torch_device
 
 logger = logging.getLogger(__name__)
 
@@ -191,10 +191,7 @@ class SingerTrain(io.ComfyNode):
         runs = runs_directory()
         out = runs / run_name
         cache_dir = Path(os.environ["SINGER_CACHE_DIR"]) if os.environ.get("SINGER_CACHE_DIR") else runs / CACHE_DIR
-        if device == "auto":
-            import comfy.model_management
-
-            device = str(comfy.model_management.get_torch_device())
+        device = torch_device(device)
         config = {"steps": int(steps)} if steps > 0 else None
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         _send_text(f"{task}: preparing (preset {preset})", node_id)
