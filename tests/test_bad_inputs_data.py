@@ -378,7 +378,8 @@ def test_resume_skips_a_checkpoint_holding_nan_and_stays_exact(tmp_path, caplog)
 def test_resume_from_step_is_exact_and_sets_newer_checkpoints_aside(tmp_path):
     ToyTask, _assert_identical, _weights = _toy("ToyTask", "_assert_identical", "_weights")
 
-    from singer_core.train.loop import list_checkpoints, train
+    from singer_core.train.checkpoints import list_checkpoints
+    from singer_core.train.loop import train
 
     out = tmp_path / "run"
     train(ToyTask, out=out, max_steps=6, device="cpu", cache_dir=tmp_path, quiet=True)

@@ -12,7 +12,8 @@ import torch
 
 from singer_core.diffusion import DiffusionConfig, SingerNet
 from singer_core.io.checkpoint import load_tensors
-from singer_core.train.loop import resolve_config, seed_everything, train
+from singer_core.train.config import resolve_config
+from singer_core.train.loop import seed_everything, train
 from singer_core.train.singer import SingerTask, apply_trainable
 
 SMALL_DATA = dict(synth_clips=2, synth_seconds=0.4)  # 10 frames per clip

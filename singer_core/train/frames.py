@@ -25,7 +25,8 @@ import torch
 
 from ..data.synthetic import SynthSingerConfig
 from ..diffusion.fd2talk_portrait import FRAME_MODEL_INFO
-from .loop import EpochSampler, LoopConfig, TrainParts, step_generator
+from .config import LoopConfig
+from .loop import EpochSampler, TrainParts, step_generator
 from .motion_data import synth_dataset
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import torch
 
 from ..data.format import read_index
 from ..data.synthetic import GENERATOR_VERSION, SynthSingerConfig, generate_dataset
-from .loop import LoopConfig
+from .config import LoopConfig
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,8 @@ from ..nerf.csfm import CsfmConfig, DamcAudioFusion, damc_audio_codes, temporal_
 from ..nerf.field import AudioConditionedField, AudioFieldConfig
 from ..nerf.renderer import render_rays
 from ..ops.volume import OccupancyGrid, PinholeCamera
-from .loop import EpochSampler, LoopConfig, TrainParts, step_generator
+from .config import LoopConfig
+from .loop import EpochSampler, TrainParts, step_generator
 
 logger = logging.getLogger(__name__)
 

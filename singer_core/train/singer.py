@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 
 from ..data.synthetic import SynthSingerConfig
-from .loop import EpochSampler, LoopConfig, TrainParts, step_generator
+from .config import LoopConfig
+from .loop import EpochSampler, TrainParts, step_generator
 from .motion_data import AudioSpec, cached_features, synth_dataset
 
 logger = logging.getLogger(__name__)
