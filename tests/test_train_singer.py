@@ -45,7 +45,7 @@ def work(tmp_path_factory):
 
 def test_vae_task_writes_a_loadable_diffusers_folder(work):
     from singer_core.diffusion.vae import encode_images, load_vae
-    from singer_core.train.motion_data import synth_dataset
+    from singer_core.train.data_cache import synth_dataset
     from singer_core.train.vae import VAETask, load_frames
 
     config = dict(SMALL_DATA, image_size=32, block_out_channels=[8, 8], steps=2, batch_size=2, checkpoint_every=2)

@@ -2,7 +2,7 @@
 its lip-sync expert discriminator D_lip and the reconstruction decoders (``nerf.dynamic_sync.dynamic_sync_losses``).
 
 Each sample is video frame i of a clip: the 16-step mel window of frame i (MelEncoder "mel-80", cached once
-per clip by ``motion_data.cached_features``), the aligned mouth motion ``mouth_windows(mouth, i, W)`` of the
+per clip by ``data_cache.cached_features``), the aligned mouth motion ``mouth_windows(mouth, i, W)`` of the
 clip's landmarks normalised by ``normalized_mouth``, and an off-sync mouth window of the same clip starting
 at a frame j with |j - i| >= min_shift (SyncNet's rule: 5 frames), drawn uniformly.
 """
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
+from .data_cache import AudioSpec, cached_features
 from .loop import EpochSampler, TrainParts, step_generator
-from .motion_data import MotionDataConfig, cached_features
+from .motion_data import MotionDataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,6 @@ def load_sync_clips(root: Path, split: str, source: str, cache_dir: Path, *, cen
     from ..audio.features import SingerAudioFeatures
     from ..data.format import read_clip, read_index
     from ..nerf.dynamic_sync import normalized_mouth
-    from .motion_data import AudioSpec
 
     index = read_index(root)
     wanted = index.split(split)

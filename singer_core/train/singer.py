@@ -34,8 +34,8 @@ import torch
 
 from ..data.synthetic import SynthSingerConfig
 from .config import LoopConfig
+from .data_cache import AudioSpec, cached_features, synth_dataset
 from .loop import EpochSampler, TrainParts, step_generator
-from .motion_data import AudioSpec, cached_features, synth_dataset
 
 logger = logging.getLogger(__name__)
 
