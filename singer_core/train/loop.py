@@ -283,6 +283,7 @@ def train(task, *, preset: str | None = None, config=None, data: str | os.PathLi
         # 5. the result
         return _finish(run)
 
+
 # ---- the named steps of train() ------------------------------------------------------------------
 @dataclasses.dataclass
 class _Run:
