@@ -95,7 +95,7 @@ def generate_scores(final: Path, clips: list[dict], test_root: Path, args, seed:
 
 def run(args) -> dict:
     from singer_core.data.synthetic import SynthSingerConfig
-    from singer_core.train.motion_data import synth_dataset
+    from singer_core.train.data_cache import synth_dataset
 
     out_root, cache = Path(args.out), Path(args.out) / "cache"
     # 1. data: one singer, training songs; new songs of the singer to test

@@ -37,8 +37,8 @@ import torch
 from singer_core.eval.evaluate import evaluate_motion
 from singer_core.motion.generator import MotionModel
 from singer_core.motion.lip_expert import LipExpert
+from singer_core.train.data_cache import synth_dataset
 from singer_core.train.loop import train
-from singer_core.train.motion_data import synth_dataset
 
 VARIANTS = {  # name -> MotionTrainConfig overrides (on top of the shared tiny settings)
     "full": {},

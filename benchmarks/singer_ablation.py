@@ -264,7 +264,7 @@ def heldout_songs(songs: int, test_songs: int, seconds: float, cache: Path) -> P
 def run(args) -> dict:
     from singer_core.data.format import read_index
     from singer_core.data.synthetic import SynthSingerConfig
-    from singer_core.train.motion_data import synth_dataset
+    from singer_core.train.data_cache import synth_dataset
 
     out_root, cache = Path(args.out), Path(args.out) / "cache"
     # 1. the data: one singer, `songs` training songs; new songs of the same singer to test (generated once)

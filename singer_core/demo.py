@@ -210,8 +210,9 @@ def _fd2talk_video(out: Path, song, rate: int, motion, args) -> Path:
     from .data.synthetic import generate_clip
     from .diffusion.fd2talk_portrait import animate_portrait, load_frame_model
     from .io.video import write_video
+    from .train.config import resolve_config
     from .train.frames import FramesTask
-    from .train.loop import resolve_config, train
+    from .train.loop import train
 
     model_dir = out / "models" / "frames-demo"
     overrides = None
@@ -240,7 +241,7 @@ def _singer_video(out: Path, song, vocals, rate: int, args) -> tuple[Path, int]:
     """Train (once; cached in out/models/singer-demo) the tiny SINGER stack and render the portrait singing."""
     from .data.synthetic import SynthSingerConfig, generate_clip
     from .diffusion.preview import TINY_SAMPLING, build_tiny_stack, render_preview
-    from .train.loop import resolve_config
+    from .train.config import resolve_config
     from .train.singer import SingerTask
 
     model_dir = out / "models" / "singer-demo"

@@ -125,7 +125,7 @@ def test_index_naming_a_deleted_clip_mentions_index_json(tmp_path):
     import shutil
 
     from singer_core.data.synthetic import SynthSingerConfig, generate_dataset
-    from singer_core.train.motion_data import AudioSpec, cached_features
+    from singer_core.train.data_cache import AudioSpec, cached_features
 
     root = tmp_path / "data"
     index = generate_dataset(root, SynthSingerConfig(clips=2, size=32, seconds=0.4, test_fraction=0.5))
@@ -146,7 +146,7 @@ def test_feature_cache_follows_the_clip_audio(tmp_path):
     from singer_core.audio.features import SingerAudioFeatures
     from singer_core.audio.io import write_wav
     from singer_core.data.format import Clip, write_index
-    from singer_core.train.motion_data import AudioSpec, cached_features
+    from singer_core.train.data_cache import AudioSpec, cached_features
 
     root = tmp_path / "data"
     folder = _clip_folder(root)
@@ -378,7 +378,8 @@ def test_resume_skips_a_checkpoint_holding_nan_and_stays_exact(tmp_path, caplog)
 def test_resume_from_step_is_exact_and_sets_newer_checkpoints_aside(tmp_path):
     ToyTask, _assert_identical, _weights = _toy("ToyTask", "_assert_identical", "_weights")
 
-    from singer_core.train.loop import list_checkpoints, train
+    from singer_core.train.checkpoints import list_checkpoints
+    from singer_core.train.loop import train
 
     out = tmp_path / "run"
     train(ToyTask, out=out, max_steps=6, device="cpu", cache_dir=tmp_path, quiet=True)

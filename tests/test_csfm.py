@@ -6,19 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from singer_core.nerf.audio import (
+from singer_core.nerf.csfm import (
     CSFM_MODES,
     AudioSmoothing,
     CsfmConfig,
     DamcAudioFusion,
+    damc_audio_codes,
+    temporal_windows,
+)
+from singer_core.nerf.dynamic_sync import (
     DynamicSyncConfig,
     DynamicSyncEncoder,
     DynamicSyncLossConfig,
-    damc_audio_codes,
     dynamic_sync_losses,
     mouth_windows,
     normalized_mouth,
-    temporal_windows,
 )
 
 TINY = dict(

@@ -36,7 +36,7 @@ def reference_mouth(landmarks: np.ndarray) -> np.ndarray:
 
 
 def test_tiny_run_exports_a_loadable_encoder(cache, tmp_path):
-    from singer_core.nerf.audio import DynamicSyncEncoder
+    from singer_core.nerf.dynamic_sync import DynamicSyncEncoder
 
     seen = []
     final = train("dynamic-sync", config=SMALL, out=tmp_path / "run", device="cpu", cache_dir=cache, quiet=True,

@@ -13,17 +13,13 @@ import torch
 
 from singer_core.io.checkpoint import PretrainedMixin, load_tensors
 from singer_core.train import TASKS, task_class
-from singer_core.train.loop import (
-    EpochSampler,
-    LoopConfig,
-    TrainParts,
+from singer_core.train.checkpoints import (
     flatten_optimizer_state,
     list_checkpoints,
-    resolve_config,
-    step_generator,
-    train,
     unflatten_optimizer_state,
 )
+from singer_core.train.config import LoopConfig, resolve_config
+from singer_core.train.loop import EpochSampler, TrainParts, step_generator, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

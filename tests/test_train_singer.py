@@ -12,7 +12,8 @@ import torch
 
 from singer_core.diffusion import DiffusionConfig, SingerNet
 from singer_core.io.checkpoint import load_tensors
-from singer_core.train.loop import resolve_config, seed_everything, train
+from singer_core.train.config import resolve_config
+from singer_core.train.loop import seed_everything, train
 from singer_core.train.singer import SingerTask, apply_trainable
 
 SMALL_DATA = dict(synth_clips=2, synth_seconds=0.4)  # 10 frames per clip
@@ -44,7 +45,7 @@ def work(tmp_path_factory):
 
 def test_vae_task_writes_a_loadable_diffusers_folder(work):
     from singer_core.diffusion.vae import encode_images, load_vae
-    from singer_core.train.motion_data import synth_dataset
+    from singer_core.train.data_cache import synth_dataset
     from singer_core.train.vae import VAETask, load_frames
 
     config = dict(SMALL_DATA, image_size=32, block_out_channels=[8, 8], steps=2, batch_size=2, checkpoint_every=2)

@@ -217,7 +217,8 @@ def build_tiny_stack(out_dir: str | os.PathLike, *, cache_dir: str | os.PathLike
 
 def _train_stack(tmp: Path, cache_dir: Path, steps: int | None, progress: Progress | None, small_data: bool,
                  seed: int) -> None:
-    from ..train.loop import resolve_config, train
+    from ..train.config import resolve_config
+    from ..train.loop import train
     from ..train.singer import TRAINING_INFO, SingerTask, tiny_vae_data
     from ..train.vae import VAETask
 

@@ -1,4 +1,5 @@
-"""JSON round trip shared by every frozen config dataclass (STYLE rule 4: error on unknown keys)."""
+"""JSON round trip shared by every frozen config dataclass (STYLE rule 4: error on unknown keys), and the
+positive-integer check their ``__post_init__`` methods share."""
 
 from __future__ import annotations
 
@@ -30,3 +31,10 @@ class JsonConfig:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown keys {unknown}; known keys are {sorted(known)}")
         return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+
+
+def check_positive_ints(who: str, **values) -> None:
+    """Raise ``ValueError`` naming ``who`` and the field unless every value is an int >= 1 (bools are not)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{who}: {name} must be a positive integer, got {value!r}")

@@ -107,7 +107,7 @@ def load_nerf_subject(folder: str | Path, *, device="cpu") -> NerfSubjectRendere
     encoder = None
     config = model.config
     if config.dynamic_encoder and model.mel_projection is None and model.fusion.uses_dynamic:
-        from .audio import DynamicSyncEncoder
+        from .dynamic_sync import DynamicSyncEncoder
 
         source = Path(config.dynamic_encoder)
         if not source.is_absolute():

@@ -17,7 +17,8 @@ import threading
 
 from ..io.cli import read_json_object, report_errors
 from . import TASKS, task_class
-from .loop import describe_config, resolve_config, train
+from .config import describe_config, resolve_config
+from .loop import train
 
 logger = logging.getLogger(__name__)
 

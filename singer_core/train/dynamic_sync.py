@@ -1,8 +1,8 @@
 """The ``dynamic-sync`` training task: DAMC's Dynamic-Sync Encoder E_d (Fu et al., §2.2) trained jointly with
-its lip-sync expert discriminator D_lip and the reconstruction decoders (``nerf.audio.dynamic_sync_losses``).
+its lip-sync expert discriminator D_lip and the reconstruction decoders (``nerf.dynamic_sync.dynamic_sync_losses``).
 
 Each sample is video frame i of a clip: the 16-step mel window of frame i (MelEncoder "mel-80", cached once
-per clip by ``motion_data.cached_features``), the aligned mouth motion ``mouth_windows(mouth, i, W)`` of the
+per clip by ``data_cache.cached_features``), the aligned mouth motion ``mouth_windows(mouth, i, W)`` of the
 clip's landmarks normalised by ``normalized_mouth``, and an off-sync mouth window of the same clip starting
 at a frame j with |j - i| >= min_shift (SyncNet's rule: 5 frames), drawn uniformly.
 """
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
+from .data_cache import AudioSpec, cached_features
 from .loop import EpochSampler, TrainParts, step_generator
-from .motion_data import MotionDataConfig, cached_features
+from .motion_data import MotionDataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class DynamicSyncTrainConfig(MotionDataConfig):
 
     def model_config(self, mel_steps: int = 16, mel_bins: int = 80):
         """The DynamicSyncConfig of this run for mel windows of (mel_steps, mel_bins)."""
-        from ..nerf.audio import DynamicSyncConfig
+        from ..nerf.dynamic_sync import DynamicSyncConfig
 
         return DynamicSyncConfig(mel_steps=mel_steps, mel_bins=mel_bins, channels=tuple(self.channels),
                                  embed_dim=self.embed_dim, sync_dim=self.sync_dim, mouth_frames=self.window,
@@ -70,7 +71,7 @@ class DynamicSyncTrainConfig(MotionDataConfig):
 
     def loss_config(self):
         """The DynamicSyncLossConfig of the *_weight fields."""
-        from ..nerf.audio import DynamicSyncLossConfig
+        from ..nerf.dynamic_sync import DynamicSyncLossConfig
 
         return DynamicSyncLossConfig(sync_weight=self.sync_weight, mel_weight=self.mel_weight,
                                      mouth_weight=self.mouth_weight)
@@ -113,8 +114,7 @@ def load_sync_clips(root: Path, split: str, source: str, cache_dir: Path, *, cen
     """
     from ..audio.features import SingerAudioFeatures
     from ..data.format import read_clip, read_index
-    from ..nerf.audio import normalized_mouth
-    from .motion_data import AudioSpec
+    from ..nerf.dynamic_sync import normalized_mouth
 
     index = read_index(root)
     wanted = index.split(split)
@@ -171,7 +171,7 @@ class SyncWindows:
     def batch(self, step: int, *, rank: int = 0, world: int = 1) -> dict[str, torch.Tensor]:
         """mel (B, S, M), mouth and negative_mouth (B, W, 20, 2); clip, start, negative_start (B,) int64 say
         where each sample came from."""
-        from ..nerf.audio import mouth_windows
+        from ..nerf.dynamic_sync import mouth_windows
 
         window, shift = self.config.window, self.config.min_shift
         generator = step_generator(self.config.seed, step, rank)
@@ -213,7 +213,7 @@ class DynamicSyncTrainer(torch.nn.Module):
         Runs in float32 even under mixed precision: D_lip's loss is F.binary_cross_entropy on a probability,
         which CUDA autocast refuses (and the model is small).
         """
-        from ..nerf.audio import dynamic_sync_losses
+        from ..nerf.dynamic_sync import dynamic_sync_losses
 
         kind = mel.device.type
         with torch.autocast(kind, enabled=False) if torch.is_autocast_enabled(kind) else contextlib.nullcontext():
@@ -230,7 +230,7 @@ class DynamicSyncTask:
     default_preset = "tiny"
 
     def build(self, config: DynamicSyncTrainConfig, data_dir: Path | None, cache_dir: Path, device) -> TrainParts:
-        from ..nerf.audio import DynamicSyncEncoder
+        from ..nerf.dynamic_sync import DynamicSyncEncoder
 
         # 1. data: SynthSinger in the (motion tasks') cache unless a dataset is given; mel windows cached
         clips = load_sync_clips(config.dataset(data_dir, cache_dir), config.split, config.audio_source, cache_dir,

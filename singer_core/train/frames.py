@@ -25,8 +25,9 @@ import torch
 
 from ..data.synthetic import SynthSingerConfig
 from ..diffusion.fd2talk_portrait import FRAME_MODEL_INFO
-from .loop import EpochSampler, LoopConfig, TrainParts, step_generator
-from .motion_data import synth_dataset
+from .config import LoopConfig
+from .data_cache import synth_dataset
+from .loop import EpochSampler, TrainParts, step_generator
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def sampled_motion(folder: str, root: Path, clips: list[FrameClip], cache_dir: P
     """Per clip (F, 70) motion sampled from the audio by a trained motion model (FD2Talk Sec. 3.4.2)."""
     from ..audio.features import SingerAudioFeatures
     from ..motion.generator import MotionModel
-    from .motion_data import AudioSpec, cached_features
+    from .data_cache import AudioSpec, cached_features
 
     model = MotionModel.from_pretrained(folder)
     paths = cached_features(root, [c.clip_id for c in clips], AudioSpec(model.config.audio_encoder), cache_dir)

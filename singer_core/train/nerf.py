@@ -32,11 +32,12 @@ from torch import nn
 
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig
-from ..nerf.audio import CsfmConfig, DamcAudioFusion, damc_audio_codes, temporal_windows
+from ..nerf.csfm import CsfmConfig, DamcAudioFusion, damc_audio_codes, temporal_windows
 from ..nerf.field import AudioConditionedField, AudioFieldConfig
 from ..nerf.renderer import render_rays
 from ..ops.volume import OccupancyGrid, PinholeCamera
-from .loop import EpochSampler, LoopConfig, TrainParts, step_generator
+from .config import LoopConfig
+from .loop import EpochSampler, TrainParts, step_generator
 
 logger = logging.getLogger(__name__)
 
@@ -412,7 +413,7 @@ class NerfTask:
             raise ValueError(f"nerf task: the dynamic features of '{folder}' are {tuple(subject.dynamic.shape)}; "
                              "need MelEncoder 'mel-80' windows (F, 16, 80)")
         if config.dynamic_encoder:
-            from ..nerf.audio import DynamicSyncEncoder
+            from ..nerf.dynamic_sync import DynamicSyncEncoder
 
             encoder = DynamicSyncEncoder.from_pretrained(config.dynamic_encoder).to(device).eval()
             dynamic = encoder.encode_windows(subject.dynamic).float().cpu()
@@ -474,7 +475,7 @@ def held_out_codes(model: NerfSubjectModel, subject) -> torch.Tensor:
     """f_a (F, audio_dim) of every frame of the subject's video (index with aud_ids)."""
     dynamic = subject.dynamic
     if model.config.dynamic_encoder and model.mel_projection is None:
-        from ..nerf.audio import DynamicSyncEncoder
+        from ..nerf.dynamic_sync import DynamicSyncEncoder
 
         encoder = DynamicSyncEncoder.from_pretrained(model.config.dynamic_encoder)
         dynamic = encoder.encode_windows(subject.dynamic)

@@ -33,8 +33,9 @@ from pathlib import Path
 import torch
 
 from ..data.synthetic import SynthSingerConfig
-from .loop import EpochSampler, LoopConfig, TrainParts, step_generator
-from .motion_data import AudioSpec, cached_features, synth_dataset
+from .config import LoopConfig
+from .data_cache import AudioSpec, cached_features, synth_dataset
+from .loop import EpochSampler, TrainParts, step_generator
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from ..data.synthetic import SynthSingerConfig
 from ..diffusion.vae import VAE_SCALE, autoencoder_kl_kwargs
 from ..io.checkpoint import atomic_folder
-from .loop import EpochSampler, LoopConfig, TrainParts, step_generator
-from .motion_data import synth_dataset
+from .config import LoopConfig
+from .data_cache import synth_dataset
+from .loop import EpochSampler, TrainParts, step_generator
 
 logger = logging.getLogger(__name__)
 

@@ -143,7 +143,7 @@ def _user_files(comfy_server) -> None:
     from singer_core.audio.io import write_wav
     from singer_core.audio.synth import sing
     from singer_core.data.synthetic import SynthSingerConfig, generate_clip
-    from singer_core.train.loop import resolve_config
+    from singer_core.train.config import resolve_config
     from singer_core.train.singer import SingerTask
 
     song = sing(1.0, seed=7)
