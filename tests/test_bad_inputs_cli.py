@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.toy_models import ToyTask, save_tiny_motion_model
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -123,27 +125,6 @@ def _require_real_mount(folder: Path) -> None:
     """Skip unless `folder` is a real tmpfs: code writing through builtins.open / FFmpeg bypasses the fallback."""
     if not any(line.split()[1] == str(folder) for line in Path("/proc/mounts").read_text().splitlines()):
         pytest.skip("needs a real tmpfs (root in a container) to fill up or mount read-only")
-
-
-def _motion_checkpoint(folder: Path) -> Path:
-    from singer_core.motion.generator import MotionModel, MotionModelConfig
-
-    torch.manual_seed(0)
-    config = MotionModelConfig(width=32, layers=1, heads=2, mlp_ratio=2.0, time_dim=32, diffusion_steps=10)
-    return MotionModel(config).save_pretrained(folder)
-
-
-def _toy(*names: str) -> tuple:
-    """Names from tests/test_train_loop.py (its toy regression task), imported by path."""
-    import importlib.util
-
-    module = sys.modules.get("_toy_train_loop")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("_toy_train_loop", ROOT / "tests" / "test_train_loop.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_toy_train_loop"] = module
-        spec.loader.exec_module(module)
-    return tuple(getattr(module, name) for name in names)
 
 
 def _train_main():
@@ -326,8 +307,6 @@ def test_demo_into_a_locked_folder(tmp_path, held):
 
 
 def test_library_train_refuses_a_locked_run_folder(tmp_path, held):
-    (ToyTask,) = _toy("ToyTask")
-
     from singer_core.io.lock import FolderLockedError
     from singer_core.train.loop import train
 
@@ -432,7 +411,7 @@ def test_eval_json_write_failing_at_the_end_keeps_the_result(tmp_path, monkeypat
 
     data = tmp_path / "data"
     generate_dataset(data, SynthSingerConfig(clips=2, size=64, seconds=2.0, test_fraction=0.5, seed=0))
-    model = _motion_checkpoint(tmp_path / "model")
+    model = save_tiny_motion_model(tmp_path / "model")
 
     def full(path, data, *, who="save"):
         raise checkpoint.fs_error(OSError(errno.ENOSPC, "No space left on device"), path, who=who)
@@ -456,7 +435,7 @@ def test_save_pretrained_on_a_full_disk(broken_folder):
 
     folder = broken_folder("full") / "model"
     with pytest.raises(FileSystemError) as caught:
-        _motion_checkpoint(folder)
+        save_tiny_motion_model(folder)
     assert "the disk is full" in str(caught.value) and "free some space" in str(caught.value)
     assert caught.value.errno == errno.ENOSPC
     assert [name for name in _files(folder.parent) if name != "filler"] == []
