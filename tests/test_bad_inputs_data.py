@@ -21,8 +21,6 @@ import torch
 
 from tests.toy_models import ToyTask, assert_identical, exported_weights, save_tiny_motion_model
 
-
-
 # ---------------------------------------------------------------------------------------------------------
 # dataset WAVs: the header read and checked
 
