@@ -10,9 +10,7 @@ with -s to print every message (the table in the issue note is made that way).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import logging
 import math
@@ -26,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.cli_run import run_cli
 from tests.toy_models import save_tiny_motion_model, tiny_motion_config
 
 # ---------------------------------------------------------------------------------------------------------
@@ -38,15 +37,10 @@ class CliFailed(Exception):
 
 def _cli(main, argv: list[str]) -> str:
     """Run a CLI main(argv) in-process; returns stdout, raises CliFailed(stderr) on a non-zero exit."""
-    err, out = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            code = main(argv)
-    except SystemExit as exit_:  # argparse errors
-        code = exit_.code
+    code, out, err = run_cli(main, argv)
     if code:
-        raise CliFailed(f"exit {code}: {err.getvalue().strip()}")
-    return out.getvalue()
+        raise CliFailed(f"exit {code}: {err.strip()}")
+    return out
 
 
 def _song(seconds: float, rate: int, amplitude: float = 0.5) -> torch.Tensor:

@@ -7,24 +7,12 @@ starts is checked once elsewhere (tests/test_bad_inputs_cli.py runs the trainer 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 
 import pytest
 
 from singer_core.train import TASKS, task_class
-
-
-def _run(main, argv: list[str]) -> tuple[int, str]:
-    """(exit code, stdout) of main(argv); argparse's --help exits through SystemExit."""
-    out = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-            code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    return int(code or 0), out.getvalue()
+from tests.cli_run import run_cli
 
 
 def _field_defaults(config_class) -> dict:
@@ -75,7 +63,7 @@ def _cases():
 
 @pytest.mark.parametrize("main,argv,fragments", _cases())
 def test_help_text(main, argv, fragments):
-    code, out = _run(main, argv)
+    code, out, _ = run_cli(main, argv)
     assert code == 0
     missing = [fragment for fragment in fragments() if fragment not in out]
     assert not missing, f"{missing} not in the help of {argv}:\n{out}"

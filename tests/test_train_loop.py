@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import pytest
@@ -19,6 +17,7 @@ from singer_core.train.loop import (
     train,
     unflatten_optimizer_state,
 )
+from tests.cli_run import run_cli
 from tests.toy_models import ToyNet, ToyTask, assert_identical, exported_weights
 
 
@@ -121,11 +120,9 @@ def test_cli_unknown_task():
     """In-process (the help texts are tests/test_cli_help.py; the subprocess start tests/test_bad_inputs_cli.py)."""
     from singer_core.train.__main__ import main
 
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(["nope"])
-    assert code == 2 and "unknown training task 'nope'" in err.getvalue()
-    assert all(name in err.getvalue() for name in TASKS)
+    code, _, err = run_cli(main, ["nope"])
+    assert code == 2 and "unknown training task 'nope'" in err
+    assert all(name in err for name in TASKS)
 
 
 def test_unknown_task_in_python():
