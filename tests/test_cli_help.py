@@ -8,6 +8,7 @@ starts is checked once elsewhere (tests/test_bad_inputs_cli.py runs the trainer 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -67,3 +68,7 @@ def test_help_text(main, argv, fragments):
     assert code == 0
     missing = [fragment for fragment in fragments() if fragment not in out]
     assert not missing, f"{missing} not in the help of {argv}:\n{out}"
+    if main.__module__ == "singer_core.train.__main__" and argv[0] in TASKS:
+        # every config field's line says what the field does: "  name (type, default value): comment"
+        for field in dataclasses.fields(task_class(argv[0]).config_class):
+            assert re.search(rf"^  {field.name} \(.+, default .+\): \S", out, re.M), field.name
