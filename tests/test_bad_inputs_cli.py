@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import logging
 import os
@@ -23,22 +22,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.cli_run import run_cli
+from tests.toy_models import ToyTask, save_tiny_motion_model
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # helpers: in-process CLI runs, read-only / full folders, a tiny motion checkpoint
-
-
-def _run_cli(main, argv: list[str]) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of a CLI main(argv) run in-process."""
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(argv)
-    except SystemExit as exit_:  # argparse usage errors
-        code = exit_.code
-    return int(code or 0), out.getvalue(), err.getvalue()
 
 
 def _one_error(err: str, *fragments: str) -> str:
@@ -125,27 +116,6 @@ def _require_real_mount(folder: Path) -> None:
         pytest.skip("needs a real tmpfs (root in a container) to fill up or mount read-only")
 
 
-def _motion_checkpoint(folder: Path) -> Path:
-    from singer_core.motion.generator import MotionModel, MotionModelConfig
-
-    torch.manual_seed(0)
-    config = MotionModelConfig(width=32, layers=1, heads=2, mlp_ratio=2.0, time_dim=32, diffusion_steps=10)
-    return MotionModel(config).save_pretrained(folder)
-
-
-def _toy(*names: str) -> tuple:
-    """Names from tests/test_train_loop.py (its toy regression task), imported by path."""
-    import importlib.util
-
-    module = sys.modules.get("_toy_train_loop")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("_toy_train_loop", ROOT / "tests" / "test_train_loop.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_toy_train_loop"] = module
-        spec.loader.exec_module(module)
-    return tuple(getattr(module, name) for name in names)
-
-
 def _train_main():
     from singer_core.train.__main__ import main
 
@@ -168,7 +138,7 @@ def _train_main():
         "resume-from-zero", "max-steps-negative"])
 def test_train_usage_errors(tmp_path, argv, code, what, fix):
     out = tmp_path / "run"
-    got, _, err = _run_cli(_train_main(), ["motion", "--out", str(out), *argv])
+    got, _, err = run_cli(_train_main(), ["motion", "--out", str(out), *argv])
     assert got == code
     _one_error(err, what, fix)
     assert _files(out) == []  # nothing written, not even the folder's config.json
@@ -185,7 +155,7 @@ def test_train_config_file_errors(tmp_path, content, what, fix):
     if content is not None:
         config.write_text(content)
     out = tmp_path / "run"
-    code, _, err = _run_cli(_train_main(), ["motion", "--config", str(config), "--out", str(out)])
+    code, _, err = run_cli(_train_main(), ["motion", "--config", str(config), "--out", str(out)])
     assert code in (1, 2)
     _one_error(err, what, fix)
     assert _files(out) == []
@@ -203,7 +173,7 @@ def test_train_cli_in_a_subprocess_prints_one_line_and_no_traceback(tmp_path):
 @pytest.mark.parametrize("kind,what", [("read-only", "the folder is read-only"), ("full", "the disk is full")])
 def test_train_out_unwritable(broken_folder, kind, what):
     out = broken_folder(kind) / "run"
-    code, _, err = _run_cli(_train_main(), ["motion", "--out", str(out), "--max-steps", "1"])
+    code, _, err = run_cli(_train_main(), ["motion", "--out", str(out), "--max-steps", "1"])
     assert code == 1
     line = _one_error(err, what, str(out))
     assert "choose a writable folder" in line or "free some space" in line
@@ -213,7 +183,7 @@ def test_train_out_unwritable(broken_folder, kind, what):
 def test_train_out_is_a_file(tmp_path):
     out = tmp_path / "run"
     out.write_text("not a folder")
-    code, _, err = _run_cli(_train_main(), ["motion", "--out", str(out)])
+    code, _, err = run_cli(_train_main(), ["motion", "--out", str(out)])
     assert code == 1
     _one_error(err, "is a file, not a folder", "choose another output folder")
     assert out.read_text() == "not a folder"
@@ -222,7 +192,7 @@ def test_train_out_is_a_file(tmp_path):
 def test_train_data_that_is_not_a_dataset(tmp_path):
     (tmp_path / "songs").mkdir()
     out = tmp_path / "run"
-    code, _, err = _run_cli(_train_main(), ["motion", "--data", str(tmp_path / "songs"), "--out", str(out),
+    code, _, err = run_cli(_train_main(), ["motion", "--data", str(tmp_path / "songs"), "--out", str(out),
                                             "--cache-dir", str(tmp_path / "cache"), "--quiet"])
     assert code == 1
     _one_error(err, "is not a SINGER dataset: no index.json", "python -m singer_core.data synth --out DIR")
@@ -232,7 +202,7 @@ def test_train_data_that_is_not_a_dataset(tmp_path):
 def test_eval_checkpoint_that_is_not_a_folder(tmp_path):
     from singer_core.eval.__main__ import main
 
-    code, _, err = _run_cli(main, ["motion", "--checkpoint", str(tmp_path / "nothing"), "--data", str(tmp_path),
+    code, _, err = run_cli(main, ["motion", "--checkpoint", str(tmp_path / "nothing"), "--data", str(tmp_path),
                                    "--quiet"])
     assert code == 1
     _one_error(err, "is not a folder", "give the folder written by save_pretrained or by the trainer")
@@ -297,7 +267,7 @@ def test_two_trainings_on_one_out_second_refused(tmp_path, held):
     """The silent wrong result of the issue: two runs on one --out both exited 0 with mixed files."""
     out = tmp_path / "run"
     first = held(out)
-    code, _, err = _run_cli(_train_main(), ["motion", "--out", str(out), "--max-steps", "1"])
+    code, _, err = run_cli(_train_main(), ["motion", "--out", str(out), "--max-steps", "1"])
     assert code == 1
     _one_error(err, f"PID {first.pid}", "wait for it to finish")
     assert not (out / "config.json").exists()
@@ -308,7 +278,7 @@ def test_synth_into_a_locked_folder(tmp_path, held):
 
     out = tmp_path / "data"
     first = held(out)
-    code, _, err = _run_cli(main, ["synth", "--out", str(out), "--clips", "1", "--quiet"])
+    code, _, err = run_cli(main, ["synth", "--out", str(out), "--clips", "1", "--quiet"])
     assert code == 1
     _one_error(err, f"PID {first.pid}", "choose another output folder")
     assert _files(out) == [".singer.lock"]  # only the holder's lock
@@ -319,15 +289,13 @@ def test_demo_into_a_locked_folder(tmp_path, held):
 
     out = tmp_path / "demo"
     first = held(out)
-    code, _, err = _run_cli(main, ["--out", str(out)])
+    code, _, err = run_cli(main, ["--out", str(out)])
     assert code == 1
     _one_error(err, f"PID {first.pid}", "wait for it to finish")
     assert _files(out) == [".singer.lock"]
 
 
 def test_library_train_refuses_a_locked_run_folder(tmp_path, held):
-    (ToyTask,) = _toy("ToyTask")
-
     from singer_core.io.lock import FolderLockedError
     from singer_core.train.loop import train
 
@@ -351,7 +319,7 @@ def test_demo_bad_arguments_write_nothing(tmp_path, argv, what):
     from singer_core.demo import main
 
     out = tmp_path / "demo"
-    code, _, err = _run_cli(main, ["--out", str(out), *argv])
+    code, _, err = run_cli(main, ["--out", str(out), *argv])
     assert code == 2
     _one_error(err, what, "e.g." if "sample" not in what else "got 0")
     assert not out.exists()  # checked before the first of the demo's files
@@ -362,7 +330,7 @@ def test_demo_out_is_a_file(tmp_path):
 
     out = tmp_path / "demo"
     out.write_text("x")
-    code, _, err = _run_cli(main, ["--out", str(out), "--seconds", "1"])
+    code, _, err = run_cli(main, ["--out", str(out), "--seconds", "1"])
     assert code == 1
     _one_error(err, "is a file, not a folder", "choose another output folder")
 
@@ -377,7 +345,7 @@ def test_synth_out_unwritable(tmp_path, broken_folder, kind, what):
         out.write_text("x")
     else:
         out = broken_folder(kind) / "data"
-    code, _, err = _run_cli(main, ["synth", "--out", str(out), "--clips", "1", "--quiet"])
+    code, _, err = run_cli(main, ["synth", "--out", str(out), "--clips", "1", "--quiet"])
     assert code == 1
     _one_error(err, what, str(out))
     if kind != "file":
@@ -390,7 +358,7 @@ def test_preprocess_given_an_audio_file(tmp_path):
 
     song = write_wav(tmp_path / "song.wav", torch.zeros(1, 1600), 16000)
     out = tmp_path / "data"
-    code, _, err = _run_cli(main, ["preprocess", "--videos", str(song), "--out", str(out), "--quiet"])
+    code, _, err = run_cli(main, ["preprocess", "--videos", str(song), "--out", str(out), "--quiet"])
     assert code == 1
     _one_error(err, "is an audio file", "give such a video or a folder of them")
     assert _files(out) == []
@@ -402,7 +370,7 @@ def test_preprocess_bad_config_file(tmp_path):
     (tmp_path / "videos").mkdir()
     config = tmp_path / "pre.json"
     config.write_text("{size: 3}")
-    code, _, err = _run_cli(main, ["preprocess", "--videos", str(tmp_path / "videos"), "--out",
+    code, _, err = run_cli(main, ["preprocess", "--videos", str(tmp_path / "videos"), "--out",
                                    str(tmp_path / "data"), "--config", str(config)])
     assert code == 2
     _one_error(err, "is not valid JSON", '{"size": 256')
@@ -414,7 +382,7 @@ def test_eval_json_target_checked_before_the_evaluation(tmp_path, broken_folder,
 
     target = broken_folder("read-only") / "result.json" if kind == "read-only" else tmp_path
     # the checkpoint and data do not exist: the --json check must come first, before any loading
-    code, _, err = _run_cli(main, ["motion", "--checkpoint", str(tmp_path / "none"), "--data",
+    code, _, err = run_cli(main, ["motion", "--checkpoint", str(tmp_path / "none"), "--data",
                                    str(tmp_path / "none"), "--json", str(target), "--quiet"])
     assert code == 1
     if kind == "read-only":
@@ -432,14 +400,14 @@ def test_eval_json_write_failing_at_the_end_keeps_the_result(tmp_path, monkeypat
 
     data = tmp_path / "data"
     generate_dataset(data, SynthSingerConfig(clips=2, size=64, seconds=2.0, test_fraction=0.5, seed=0))
-    model = _motion_checkpoint(tmp_path / "model")
+    model = save_tiny_motion_model(tmp_path / "model")
 
     def full(path, data, *, who="save"):
         raise checkpoint.fs_error(OSError(errno.ENOSPC, "No space left on device"), path, who=who)
 
     monkeypatch.setattr(checkpoint, "atomic_write_bytes", full)
     target = tmp_path / "result.json"
-    code, out, err = _run_cli(main, ["motion", "--checkpoint", str(model), "--data", str(data), "--steps", "2",
+    code, out, err = run_cli(main, ["motion", "--checkpoint", str(model), "--data", str(data), "--steps", "2",
                                      "--json", str(target), "--quiet", "--max-offset", "1"])
     assert code == 1
     _one_error(err, "the disk is full", "free some space")
@@ -456,7 +424,7 @@ def test_save_pretrained_on_a_full_disk(broken_folder):
 
     folder = broken_folder("full") / "model"
     with pytest.raises(FileSystemError) as caught:
-        _motion_checkpoint(folder)
+        save_tiny_motion_model(folder)
     assert "the disk is full" in str(caught.value) and "free some space" in str(caught.value)
     assert caught.value.errno == errno.ENOSPC
     assert [name for name in _files(folder.parent) if name != "filler"] == []

@@ -12,7 +12,6 @@ import errno  # noqa: F401
 import logging
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -20,29 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _motion_checkpoint(folder: Path) -> Path:
-    from singer_core.motion.generator import MotionModel, MotionModelConfig
-
-    torch.manual_seed(0)
-    config = MotionModelConfig(width=32, layers=1, heads=2, mlp_ratio=2.0, time_dim=32, diffusion_steps=10)
-    return MotionModel(config).save_pretrained(folder)
-
-
-def _toy(*names: str) -> tuple:
-    """Names from tests/test_train_loop.py (its toy regression task), imported by path."""
-    import importlib.util
-
-    module = sys.modules.get("_toy_train_loop")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("_toy_train_loop", ROOT / "tests" / "test_train_loop.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["_toy_train_loop"] = module
-        spec.loader.exec_module(module)
-    return tuple(getattr(module, name) for name in names)
-
+from tests.toy_models import ToyTask, assert_identical, exported_weights, save_tiny_motion_model
 
 # ---------------------------------------------------------------------------------------------------------
 # dataset WAVs: the header read and checked
@@ -343,7 +320,7 @@ def test_non_finite_weights_refused_at_load(tmp_path, bad):
 
     from singer_core.motion.generator import MotionModel
 
-    folder = _motion_checkpoint(tmp_path / "model")
+    folder = save_tiny_motion_model(tmp_path / "model")
     state = load_file(str(folder / "model.safetensors"))
     name = sorted(key for key, value in state.items() if value.is_floating_point())[3]
     state[name] = state[name].clone()
@@ -357,8 +334,6 @@ def test_non_finite_weights_refused_at_load(tmp_path, bad):
 
 
 def test_resume_skips_a_checkpoint_holding_nan_and_stays_exact(tmp_path, caplog):
-    ToyTask, _assert_identical, _weights = _toy("ToyTask", "_assert_identical", "_weights")
-
     from singer_core.io.checkpoint import load_tensors, save_tensors
     from singer_core.train.loop import train
 
@@ -372,12 +347,10 @@ def test_resume_skips_a_checkpoint_holding_nan_and_stays_exact(tmp_path, caplog)
         resumed = train(ToyTask, out=out, resume=True, device="cpu", cache_dir=tmp_path, quiet=True)
     assert "step-0000004" in caplog.text and "NaN" in caplog.text
     straight = train(ToyTask, out=tmp_path / "ref", device="cpu", cache_dir=tmp_path, quiet=True)
-    _assert_identical(_weights(straight), _weights(resumed))
+    assert_identical(exported_weights(straight), exported_weights(resumed))
 
 
 def test_resume_from_step_is_exact_and_sets_newer_checkpoints_aside(tmp_path):
-    ToyTask, _assert_identical, _weights = _toy("ToyTask", "_assert_identical", "_weights")
-
     from singer_core.train.checkpoints import list_checkpoints
     from singer_core.train.loop import train
 
@@ -385,15 +358,13 @@ def test_resume_from_step_is_exact_and_sets_newer_checkpoints_aside(tmp_path):
     train(ToyTask, out=out, max_steps=6, device="cpu", cache_dir=tmp_path, quiet=True)
     resumed = train(ToyTask, out=out, resume_from=2, device="cpu", cache_dir=tmp_path, quiet=True)
     straight = train(ToyTask, out=tmp_path / "ref", device="cpu", cache_dir=tmp_path, quiet=True)
-    _assert_identical(_weights(straight), _weights(resumed))
+    assert_identical(exported_weights(straight), exported_weights(resumed))
     assert sorted(p.name for p in (out / "checkpoints").glob("abandoned-step-*")) == [
         "abandoned-step-0000004", "abandoned-step-0000006"]
     assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6]
 
 
 def test_resume_from_a_missing_step_lists_the_saved_ones(tmp_path):
-    (ToyTask,) = _toy("ToyTask")
-
     from singer_core.train.loop import train
 
     out = tmp_path / "run"

@@ -8,6 +8,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from singer_core import demo
@@ -46,6 +47,7 @@ def test_demo_writes_song_vocals_features_and_subband_image(tmp_path):
     assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] > 200 and image.std() > 10
 
 
+@pytest.mark.slow  # a benchmark smoke run (an interpreter start and every peer): `make test-all` runs it
 def test_benchmark_smoke(tmp_path):
     """The benchmark script runs end to end (tiny shapes) and reports every peer; no timing asserts."""
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "wavelet.py"), "--quick",

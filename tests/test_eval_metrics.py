@@ -323,7 +323,36 @@ def test_fvd_with_a_scripted_model(tmp_path):
         metrics.fvd(videos_a[:, :5], videos_b, path)
 
 
-def test_metrics_module_exports_everything():
+def test_exports_not_covered_above_match_scipy_and_float64_loops():
+    """pearson, kinetic_velocity, face_size and feature_statistics against scipy / plain float64 loops."""
+    from scipy import stats
+
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(size=40), rng.normal(size=40)
+    b = b + 0.7 * a
+    assert metrics.pearson(a, b) == pytest.approx(stats.pearsonr(a, b)[0], rel=1e-12)
+    assert metrics.pearson(torch.from_numpy(a), torch.from_numpy(-3 * a + 1)) == pytest.approx(-1.0)
+    assert math.isnan(metrics.pearson(a, np.full(40, 2.0)))
+    # kinetic velocity: mean over joints of the Euclidean step length
+    motion = rng.normal(size=(9, 5, 3))
+    expected = [sum(math.sqrt(sum((motion[t + 1, j, c] - motion[t, j, c]) ** 2 for c in range(3)))
+                    for j in range(5)) / 5 for t in range(8)]
+    np.testing.assert_allclose(metrics.kinetic_velocity(motion), expected, rtol=1e-12)
+    flat = motion[:, 0]  # (T, D): one point in D dimensions
+    np.testing.assert_allclose(metrics.kinetic_velocity(flat), np.linalg.norm(np.diff(flat, axis=0), axis=1))
+    # face size: distance between the outer eye corners (iBUG points 36 and 45)
+    marks = rng.uniform(0, 100, size=(4, 68, 2))
+    expected = [math.hypot(*(marks[t, 45] - marks[t, 36])) for t in range(4)]
+    np.testing.assert_allclose(metrics.face_size(torch.from_numpy(marks)), expected, rtol=1e-12)
+    # feature statistics: mean and unbiased covariance by explicit sums
+    features = rng.normal(size=(7, 3))
+    mean, cov = metrics.feature_statistics(features)
+    loop_mean = [sum(features[n, i] for n in range(7)) / 7 for i in range(3)]
+    loop_cov = [[sum((features[n, i] - loop_mean[i]) * (features[n, j] - loop_mean[j]) for n in range(7)) / 6
+                 for j in range(3)] for i in range(3)]
+    np.testing.assert_allclose(mean, loop_mean, rtol=1e-12)
+    np.testing.assert_allclose(cov, loop_cov, rtol=1e-12)
+    # every name of the one namespace is the function of its home module
     for name in metrics.__all__:
-        assert callable(getattr(metrics, name))
-    assert fvd_module.I3D_FILE == "i3d_torchscript.pt"
+        home = next(module for module in (image, motion_metrics, fvd_module) if hasattr(module, name))
+        assert getattr(metrics, name) is getattr(home, name), name

@@ -15,8 +15,8 @@ from singer_core.face.motion_types import SingerMotion
 
 
 def _box(width: int, height: int) -> tuple[int, int, int, int]:
-    left, top, right, bottom = 56, 28, 16, 30  # the documented PLOT_MARGIN
-    return left, top, width - 1 - right, height - 1 - bottom
+    """The plot area; test_plot_area_is_where_a_full_range_series_runs checks it against drawn pixels."""
+    return report.plot_area(width, height)
 
 
 def _row(value: float, low: float, high: float, box) -> int:
@@ -27,9 +27,21 @@ def _is(pixel, color) -> bool:
     return bool(np.abs(pixel.astype(int) - np.array(color)).max() <= 10)
 
 
-def test_plot_margin_matches_the_documented_geometry():
-    assert report.PLOT_MARGIN == (56, 28, 16, 30)
-    assert report.plot_area(640, 240) == _box(640, 240)
+@pytest.mark.parametrize("width,height", [(400, 200), (640, 240), (333, 151)])
+def test_plot_area_is_where_a_full_range_series_runs(width, height):
+    """A series from the bottom of y_range (first sample) to its top (last sample) is drawn from the plot area's
+    bottom-left corner to its top-right one: the bounding box of its pixels (the largest blob of its colour; the
+    legend swatch is separate) is plot_area() to within the line's width."""
+    from scipy import ndimage
+
+    image = report.line_chart({"rise": [0.0, 1.0]}, width=width, height=height, y_range=(0.0, 1.0))
+    blobs, count = ndimage.label(np.abs(image.astype(int) - np.array(report.PALETTE[0])).max(-1) <= 10)
+    sizes = ndimage.sum(np.ones_like(blobs), blobs, index=range(1, count + 1))
+    rows, cols = ndimage.find_objects(blobs)[int(np.argmax(sizes))]
+    x0, y0, x1, y1 = report.plot_area(width, height)
+    assert abs(cols.start - x0) <= 1 and abs(cols.stop - 1 - x1) <= 1
+    assert abs(rows.start - y0) <= 1 and abs(rows.stop - 1 - y1) <= 1
+    assert 0 < x0 < x1 < width - 1 and 0 < y0 < y1 < height - 1
 
 
 def test_line_chart_draws_curves_where_the_values_map():

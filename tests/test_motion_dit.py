@@ -91,8 +91,16 @@ def test_unmasked_model_sees_far_audio():
 @pytest.mark.parametrize("frames", [1, 8, 40])
 def test_forward_shapes_any_length(frames):
     model = MotionDiT(tiny_config()).eval()
-    out = model(torch.randn(3, frames, 6), torch.randint(0, 1000, (3,)), torch.randn(3, frames, 10))
-    assert out.shape == (3, frames, 6) and torch.isfinite(out).all()
+    x, t, audio = torch.randn(3, frames, 6), torch.randint(0, 1000, (3,)), torch.randn(3, frames, 10)
+    with torch.no_grad():
+        out = model(x, t, audio)
+        assert out.shape == (3, frames, 6) and torch.isfinite(out).all()
+        # the batch is only a batch: each sample alone gives the same output
+        for index in range(3):
+            alone = model(x[index:index + 1], t[index:index + 1], audio[index:index + 1])
+            torch.testing.assert_close(out[index:index + 1], alone, rtol=1e-5, atol=1e-5)
+        # and the output depends on the input (not a constant): another timestep changes it
+        assert not torch.allclose(model(x, (t + 500) % 1000, audio), out)
 
 
 def test_forward_refuses_bad_shapes():

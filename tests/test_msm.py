@@ -269,12 +269,21 @@ def test_paper_form_resamples_w_to_other_latent_sizes():
 
 
 def test_paper_gradients_reach_w_fc_and_audio():
-    module = paper_module(seed=15).float()
-    latents = torch.randn(1, 4, 3, 8, 10)
-    audio = torch.randn(1, 4, 4, 6, requires_grad=True)
-    (module(audio, latents) ** 2).sum().backward()
-    for tensor in (module.latent_weight, module.fc[0].weight, module.fc[2].weight, audio):
-        assert tensor.grad is not None and tensor.grad.abs().sum() > 0
+    """Backward against central finite differences (float64 gradcheck) for the audio, W and both FC layers."""
+    module = paper_module(seed=15)
+    latents = torch.randn(1, 4, 3, 8, 10, dtype=torch.float64)
+    audio = torch.randn(1, 4, 4, 6, dtype=torch.float64, requires_grad=True)
+    names = ["latent_weight", "fc.0.weight", "fc.2.weight"]
+    params = dict(module.named_parameters())
+    values = [params[name].detach().clone().requires_grad_(True) for name in names]
+
+    def loss(audio, *weights):
+        out = torch.func.functional_call(module, dict(zip(names, weights, strict=True)), (audio, latents))
+        return (out ** 2).sum()
+
+    assert torch.autograd.gradcheck(loss, (audio, *values), eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+    grads = torch.autograd.grad(loss(audio, *values), (audio, *values))
+    assert all(grad.abs().sum() > 0 for grad in grads)  # every part is reached
 
 
 # ----------------------------------------------------------------------------- identity, config, files

@@ -184,6 +184,7 @@ def test_other_layouts_and_errors():
         separate_vocals_dsp(song.mix, 16000, config=DspSeparationConfig(block_seconds=1.0), progress=stop)
 
 
+@pytest.mark.slow  # a benchmark smoke run (an interpreter start and every peer): `make test-all` runs it
 def test_benchmark_smoke(tmp_path):
     result = subprocess.run(
         [

@@ -146,11 +146,20 @@ def test_identity_init_is_identity_and_trainable():
 
 
 def test_gradients_flow_with_official_init():
-    module = make(seed=8, channels=8).float()
-    hidden = torch.randn(1, 8, 2, 8, 8, requires_grad=True)
-    (module(hidden) ** 2).sum().backward()
-    for tensor in (module.weight, module.fc[0].weight, module.fc[2].weight, hidden):
-        assert tensor.grad is not None and tensor.grad.abs().sum() > 0
+    """Backward against central finite differences (float64 gradcheck) for the input, the band weights and both
+    FC layers."""
+    module = make(seed=8, channels=8)
+    hidden = torch.randn(1, 8, 2, 8, 8, dtype=torch.float64, requires_grad=True)
+    names = ["weight", "fc.0.weight", "fc.2.weight"]
+    params = dict(module.named_parameters())
+    values = [params[name].detach().clone().requires_grad_(True) for name in names]
+
+    def loss(hidden, *weights):
+        return (torch.func.functional_call(module, dict(zip(names, weights, strict=True)), (hidden,)) ** 2).sum()
+
+    assert torch.autograd.gradcheck(loss, (hidden, *values), eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+    grads = torch.autograd.grad(loss(hidden, *values), (hidden, *values))
+    assert all(grad.abs().sum() > 0 for grad in grads)  # every part is reached
 
 
 def test_config_validation_and_errors():

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import pytest
 import torch
@@ -116,22 +113,11 @@ def test_resume_is_bit_identical(cache, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
 
 
-def test_registry_help_and_config_checks():
+def test_registry_and_config_checks():
+    """(Its help text is checked with every task's in tests/test_cli_help.py.)"""
     from singer_core.train import TASKS, task_class
-    from singer_core.train.__main__ import main
 
     assert task_class("dynamic-sync") is DynamicSyncTask and "dynamic-sync" in TASKS
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main(["--help"]) == 0
-    assert "  dynamic-sync" in out.getvalue()
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stopped:
-        main(["dynamic-sync", "--help"])
-    assert stopped.value.code == 0
-    text = out.getvalue()
-    assert "tiny:" in text and "paper:" in text and "mouth_scale" in text and "min_shift" in text
-
     assert DynamicSyncTrainConfig.from_json(DynamicSyncTask.presets["tiny"].to_json()) == \
         DynamicSyncTask.presets["tiny"]
     with pytest.raises(ValueError, match="mel-80"):

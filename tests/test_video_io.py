@@ -211,9 +211,19 @@ def test_rotation_stored_by_phones_is_applied(tmp_path, name, matrix):
         assert abs(image[int(row), int(column)] - level) <= 4, (name, row, column)
 
 
-def test_max_size_scales_down_keeping_aspect(coded_30fps):
-    frame = next(iter_video_frames(coded_30fps, max_size=24))
-    assert frame.image.shape == (16, 24, 3)
+def test_max_size_scales_down_keeping_aspect(tmp_path):
+    """64 x 48 grey frames of one-pixel stripes at max_size 32: halved (aspect kept), and the area filter gives
+    the 2 x 2 box mean of the full-size decoded frame (float64 here), not one of the stripes as a nearest or
+    point sampler would."""
+    stripes = np.full((2, 48, 64, 3), 60, np.uint8)
+    stripes[:, :, 1::2] = 200
+    stripes[:, 24:] = 255 - stripes[:, 24:]  # the lower half inverted: 2 x 2 means stay 130, the halves differ
+    path = write_video(tmp_path / "stripes.mp4", stripes, 25, crf=0)
+    for full, small in zip(iter_video_frames(path), iter_video_frames(path, max_size=32), strict=True):
+        assert small.image.shape == (24, 32, 3) and small.index == full.index
+        box_mean = full.image.astype(np.float64).reshape(24, 2, 32, 2, 3).mean(axis=(1, 3))
+        assert np.abs(full.image.astype(np.float64)[:, 1:] - full.image[:, :-1]).mean() > 100  # stripes survive
+        assert np.abs(small.image - box_mean).max() <= 3, full.index
 
 
 def test_streaming_memory_is_flat_in_video_length(tmp_path):

@@ -15,28 +15,76 @@ from singer_core.spectral.visualize import (
     subband_grid,
 )
 
-
-def _cell_boxes(config: SubbandViewConfig, image: np.ndarray):
-    """Pixel boxes of every (level, band) cell, derived from the layout rules."""
-    label = 14 if config.labels else 0
-    gap = 2
-    cell_w = (image.shape[1] - gap) // 4 - gap
-    boxes = {}
-    for level in range(config.levels):
-        top = gap + level * (label + config.cell_height + gap) + label
-        for band in range(4):
-            left = gap + band * (cell_w + gap)
-            boxes[level, band] = (slice(top, top + config.cell_height), slice(left, left + cell_w))
-    return boxes
+BACKGROUND = (24, 24, 24)  # the canvas colour between cells; no colormap used below takes this exact value
 
 
-def test_grid_geometry_and_dtype():
-    config = SubbandViewConfig(levels=3, cell_height=48)
-    image = subband_grid(torch.randn(64, 200), config)
+def _runs(mask: np.ndarray) -> list[slice]:
+    """Maximal runs of True in a 1-D mask, as slices."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [slice(int(start), int(stop)) for start, stop in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _cell_boxes(image: np.ndarray) -> dict[tuple[int, int], tuple[slice, slice]]:
+    """Pixel boxes of every (level, band) cell of an unlabelled grid, found in the image itself: the runs of
+    rows and of columns that hold any pixel other than the background."""
+    filled = np.any(image != np.array(BACKGROUND, dtype=np.uint8), axis=2)
+    rows, cols = _runs(filled.any(axis=1)), _runs(filled.any(axis=0))
+    return {(level, band): (rows[level], cols[band]) for level in range(len(rows)) for band in range(len(cols))}
+
+
+def _colormap(name: str) -> np.ndarray:
+    """(256, 3) uint8 RGB: OpenCV's colormap, the one the docs name."""
+    import cv2
+
+    ramp = np.arange(256, dtype=np.uint8)[:, None]
+    return cv2.applyColorMap(ramp, getattr(cv2, f"COLORMAP_{name.upper()}"))[:, 0, ::-1]
+
+
+def test_grid_matches_a_pywavelets_rendering():
+    """Every cell against an independent rendering: PyWavelets' Haar bands per level, flipped (low rows at the
+    bottom), upsampled by whole-number factors (np.repeat), the approximation min-max scaled and each detail band
+    scaled to +-its 99.5th percentile of |coef|, through OpenCV's viridis table."""
+    pywt = pytest.importorskip("pywt")
+    plane = torch.randn(64, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    config = SubbandViewConfig(levels=3, cell_height=64, labels=False, colormap="viridis")
+    image = subband_grid(plane, config)
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-    assert image.shape[0] == 3 * (14 + 48 + 2) + 2
-    no_labels = subband_grid(torch.randn(64, 200), SubbandViewConfig(levels=3, cell_height=48, labels=False))
-    assert no_labels.shape[0] == 3 * (48 + 2) + 2
+    boxes = _cell_boxes(image)
+    assert sorted(boxes) == [(level, band) for level in range(3) for band in range(4)]
+    lut = _colormap("viridis")
+    approximation = plane.numpy()
+    for level in range(3):
+        approximation, details = pywt.dwt2(approximation, "haar")
+        for band, coefficients in enumerate([approximation, *details]):
+            if band == 0:
+                lo, hi = coefficients.min(), coefficients.max()
+            else:
+                hi = np.percentile(np.abs(coefficients), 99.5)
+                lo = -hi
+            unit = np.clip((coefficients[::-1] - lo) / (hi - lo), 0.0, 1.0)
+            # cell 64 x 200 (width from the level-1 band's 32 x 100 aspect); bands halve per level
+            unit = np.repeat(np.repeat(unit, 64 // unit.shape[0], axis=0), 200 // unit.shape[1], axis=1)
+            expected = lut[np.round(unit * 255).astype(np.int64)]
+            got = image[boxes[level, band]]
+            assert got.shape == expected.shape == (64, 200, 3), (level, band)
+            # float32 inside the view may round a pixel to the neighbouring table entry
+            assert np.mean(np.all(got == expected, axis=2)) > 0.99, (level, band)
+            assert np.abs(got.astype(int) - expected.astype(int)).max() <= 4, (level, band)
+
+
+def test_labels_add_one_caption_strip_per_level_and_leave_the_cells():
+    plane = torch.randn(64, 200, generator=torch.Generator().manual_seed(1))
+    bare = subband_grid(plane, SubbandViewConfig(levels=3, cell_height=48, labels=False))
+    labelled = subband_grid(plane, SubbandViewConfig(levels=3, cell_height=48, labels=True))
+    assert labelled.shape[1] == bare.shape[1] and labelled.shape[0] > bare.shape[0]
+    strip, remainder = divmod(labelled.shape[0] - bare.shape[0], 3)
+    assert remainder == 0 and strip > 0
+    for (level, _band), (rows, cols) in _cell_boxes(bare).items():
+        assert rows.stop - rows.start == 48
+        shifted = slice(rows.start + (level + 1) * strip, rows.stop + (level + 1) * strip)
+        np.testing.assert_array_equal(labelled[shifted, cols], bare[rows, cols])
+        caption = labelled[shifted.start - strip:shifted.start, cols]
+        assert caption.max() > 200  # light caption text drawn in the strip above the cell
 
 
 def test_horizontal_stripes_light_up_only_the_lh_cell():
@@ -48,7 +96,7 @@ def test_horizontal_stripes_light_up_only_the_lh_cell():
     assert bands[1].abs().sum() > 0 and bands[2].abs().sum() == 0
     config = SubbandViewConfig(levels=1, colormap="gray", labels=False, cell_height=32, normalize="shared")
     image = subband_grid(plane, config)
-    boxes = _cell_boxes(config, image)
+    boxes = _cell_boxes(image)
     lh = image[boxes[0, 1]]
     hl = image[boxes[0, 2]]
     hh = image[boxes[0, 3]]
@@ -62,7 +110,7 @@ def test_singer_order_swaps_the_detail_columns():
     plane[::2] = 1.0
     config = SubbandViewConfig(levels=1, colormap="gray", labels=False, cell_height=32, order="singer")
     image = subband_grid(plane, config)
-    boxes = _cell_boxes(config, image)
+    boxes = _cell_boxes(image)
     assert image[boxes[0, 2]].mean() > 250 and abs(image[boxes[0, 1]].mean() - 128) <= 1
 
 
@@ -74,8 +122,8 @@ def test_band_vs_shared_normalisation():
     shared = SubbandViewConfig(levels=1, colormap="gray", labels=False, cell_height=32, normalize="shared")
     per_band = subband_grid(plane, band)
     one_range = subband_grid(plane, shared)
-    hl_band = per_band[_cell_boxes(band, per_band)[0, 2]].astype(float)
-    hl_shared = one_range[_cell_boxes(shared, one_range)[0, 2]].astype(float)
+    hl_band = per_band[_cell_boxes(per_band)[0, 2]].astype(float)
+    hl_shared = one_range[_cell_boxes(one_range)[0, 2]].astype(float)
     assert hl_band.std() > 10 * hl_shared.std()  # per-band stretches the weak band, shared keeps it faint
 
 

@@ -1,8 +1,9 @@
-"""Command line of the SINGER evaluation. Subcommands (more, e.g. ``nerf`` and ``video``, register in
-COMMANDS):
+"""Command line of the SINGER evaluation. Subcommands (registered in COMMANDS):
 
     python -m singer_core.eval motion --checkpoint DIR --data DIR [--split test] [--steps N] [--eta E]
         [--seed S] [--lip-expert DIR] [--max-clips N] [--device cpu] [--json FILE|-] [--quiet]
+    python -m singer_core.eval nerf --checkpoint DIR --data DIR [--lpips-backbone FILE --lpips-linear FILE]
+        [--lpips-net alex|vgg] [--max-frames N] [--device cpu] [--save-frames DIR] [--json FILE|-]
 """
 
 from __future__ import annotations

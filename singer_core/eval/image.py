@@ -5,6 +5,13 @@ based on the cumulative probability of blur detection").
 Layout: every function here takes CHANNELS-LAST images, the ComfyUI IMAGE layout: one image (H, W, C) or
 a video / batch (T, H, W, C), C in 1..4 (a 4th channel is dropped: alpha). torch tensors or numpy arrays.
 A (T, C, H, W) tensor is refused with the permute that fixes it.
+
+Which CPBD: this one reproduces the authors' MATLAB reference, whose Canny and Sobel edges are MATLAB ``edge()``
+with its defaults. It is not the PyPI ``cpbd`` package (1.0.7, a Python port using Octave's Sobel threshold and
+scikit-image's Canny): on 40 SynthSinger faces (5 identities, grey 256 px, Gaussian blur sigma 0..3, 8-bit)
+the two give Pearson r = 0.92 (0.90 over the 26 images either scores above 0), Spearman 0.92, mean |difference|
+0.059 (max 0.29), and order 84 % of the same-face blur pairs alike (``benchmarks/cpbd_vs_pypi.py``, identical on
+the pinned and newest stacks).
 """
 
 from __future__ import annotations
@@ -191,6 +198,9 @@ def cpbd(images, data_range: float = 1.0) -> float:
 
     An image with no measured edge (flat, or smaller than one 64 x 64 block) scores 0.0, as the reference
     does (nothing in it is sharp).
+
+    Scores are those of the MATLAB reference's ``edge()`` defaults, not of the PyPI ``cpbd`` 1.0.7 package
+    (r = 0.92, mean |difference| 0.059 on blurred SynthSinger faces; see the module docstring).
 
     Args:
         images: (H, W) grey, (H, W, C) or (T, H, W, C) channels-last, values in [0, data_range].

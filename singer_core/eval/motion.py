@@ -237,7 +237,7 @@ def kinetic_velocity(motion) -> np.ndarray:
     if array.ndim == 2:
         array = array[:, None, :]
     if array.ndim != 3 or array.shape[0] < 3:
-        raise ValueError(f"beat_align_score: motion must be (T, D) or (T, J, C) with T >= 3 frames, got shape "
+        raise ValueError(f"kinetic_velocity: motion must be (T, D) or (T, J, C) with T >= 3 frames, got shape "
                          f"{array.shape}")
     return np.linalg.norm(array[1:] - array[:-1], axis=2).mean(axis=1)
 
