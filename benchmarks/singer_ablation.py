@@ -215,19 +215,18 @@ def reference_rows(clips: list[dict], vae_folder: Path) -> dict[str, dict]:
 
 def generate_scores(final: Path, clips: list[dict], args, seed: int) -> dict[str, float]:
     """Generate every test clip with a trained folder's SingerPipeline and score it."""
+    from singer_core.diffusion.model_folder import SingerTrainingInfo
     from singer_core.diffusion.net import SingerNet
     from singer_core.diffusion.pipeline import PipelineOptions, SingerPipeline
     from singer_core.diffusion.vae import load_vae
-    from singer_core.ops.noise_schedule import NoiseSchedule
 
-    info = json.loads((final / "singer_training.json").read_text())
+    info = SingerTrainingInfo.read(final)
     net = SingerNet.from_pretrained(final)
-    vae = load_vae(final / info["vae"] if not Path(info["vae"]).is_absolute() else info["vae"])
+    vae = load_vae(final / info.vae if not Path(info.vae).is_absolute() else info.vae)
     options = PipelineOptions(steps=args.sample_steps, guidance=args.guidance, seed=seed,
-                              clip_frames=info["frames"], motion_frames=info["motion_frames"], dtype="fp32",
+                              clip_frames=info.frames, motion_frames=info.motion_frames, dtype="fp32",
                               device="cpu", crop_ratio=0.0, use_msm=net.config.use_msm)
-    pipeline = SingerPipeline.from_parts(net, vae, config=options,
-                                         schedule=NoiseSchedule.from_json(json.dumps(info["schedule"])))
+    pipeline = SingerPipeline.from_parts(net, vae, config=options, schedule=info.schedule)
     rows = []
     with torch.no_grad():
         for clip in clips:

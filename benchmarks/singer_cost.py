@@ -131,7 +131,7 @@ def _tiny_parts(model: Path | None):
     from singer_core.diffusion.vae import tiny_vae
 
     if model is not None:
-        from singer_core.diffusion.preview import load_model_folder
+        from singer_core.diffusion.model_folder import load_model_folder
 
         loaded = load_model_folder(model)
         return loaded.net.eval(), loaded.vae.eval(), loaded

@@ -17,8 +17,8 @@ Motion = io.Custom("SINGER_MOTION")  # singer_core.face.motion_types.SingerMotio
 FaceIdentityType = io.Custom("SINGER_FACE_IDENTITY")  # singer_core.face.motion_types.FaceIdentity
 FaceCrop = io.Custom("SINGER_FACE_CROP")  # singer_core.face.crop.CropTransform
 MotionModelType = io.Custom("SINGER_MOTION_MODEL")  # singer_core.motion.generator.MotionModel
-SingerModelType = io.Custom("SINGER_VIDEO_MODEL")  # singer_core.diffusion.preview.SingerVideoModel
-NerfModelType = io.Custom("SINGER_NERF_MODEL")  # singer_core.nerf.preview.NerfSubjectRenderer
+SingerModelType = io.Custom("SINGER_VIDEO_MODEL")  # singer_core.diffusion.model_folder.SingerVideoModel
+NerfModelType = io.Custom("SINGER_NERF_MODEL")  # singer_core.nerf.song_video.NerfSubjectRenderer
 FrameModelType = io.Custom("SINGER_FRAME_MODEL")  # singer_core.diffusion.fd2talk_portrait.FrameModel
 
 # Model folders under ComfyUI/models. "audio_encoders" is ComfyUI's own (v0.3.50+); we add it only if missing.

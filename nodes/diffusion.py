@@ -52,14 +52,18 @@ OFFICIAL_SAMPLING = {"steps": 40, "cfg": 3.5}
 
 def recommended_sampling(model) -> dict:
     """{"steps", "cfg", "clip_frames"} the loaded model recommends (what 0 = auto means on Sample SINGER Video)."""
-    from ..singer_core.diffusion.preview import TINY_SAMPLING, read_model_info
+    from ..singer_core.diffusion.model_folder import MEL_ENCODER, TINY_SAMPLING, read_training_info
 
     source = Path(model.source) if getattr(model, "source", "") else None
-    info = read_model_info(source) if source is not None and source.is_dir() else {}
-    # folders trained before the recommendation was stored: the tiny (mel-80) stacks sample as make demo does
-    fallback = TINY_SAMPLING if (info.get("audio") or {}).get("encoder") == "mel-80" else OFFICIAL_SAMPLING
-    stored = {**fallback, **info.get("sampling", {})}
-    return {"steps": int(stored["steps"]), "cfg": float(stored["cfg"]), "clip_frames": int(model.clip_frames)}
+    info = read_training_info(source) if source is not None and source.is_dir() else None
+    if info is not None and info.sampling is not None:
+        steps, cfg = info.sampling.steps, info.sampling.cfg
+    elif info is not None and info.audio.encoder == MEL_ENCODER:
+        # folders trained before the recommendation was stored: the tiny (mel-80) stacks sample as make demo does
+        steps, cfg = TINY_SAMPLING.steps, TINY_SAMPLING.cfg
+    else:
+        steps, cfg = OFFICIAL_SAMPLING["steps"], OFFICIAL_SAMPLING["cfg"]
+    return {"steps": int(steps), "cfg": float(cfg), "clip_frames": int(model.clip_frames)}
 
 
 def missing_singer_model(model: str) -> str:
@@ -132,6 +136,16 @@ def _download(repo_id: str, target: Path, *, filename: str | None = None) -> Pat
     except Exception as error:  # noqa: BLE001 - the hub client raises many types (offline, 404, disk)
         raise RuntimeError(f"SingerModelLoader: downloading {repo_id} {filename or ''} failed ({type(error).__name__}: "
                            f"{error}); download it on a connected machine into {target}") from error
+
+
+def _training_info(folder: Path, who: str):
+    """The folder's SingerTrainingInfo (None without singer_training.json); a damaged file is a ValueError."""
+    from ..singer_core.diffusion.model_folder import read_training_info
+
+    try:
+        return read_training_info(folder)
+    except ValueError as error:
+        raise ValueError(f"{who}: {error}") from error
 
 
 def _load_vae_any(path: Path):
@@ -255,7 +269,7 @@ class SingerModelLoader(io.ComfyNode):
 
     @staticmethod
     def _load_folder(path: Path, vae: str, face_model: str):
-        from ..singer_core.diffusion.preview import VAE_DIR, load_model_folder, read_model_info
+        from ..singer_core.diffusion.model_folder import VAE_DIR, load_model_folder
 
         who = "SingerModelLoader"
         missing = [f"{path / name} ({what})" for name, what in
@@ -264,7 +278,7 @@ class SingerModelLoader(io.ComfyNode):
         vae_source = None
         if vae != AUTO:
             vae_source = _find_vae(vae)
-        elif not (path / VAE_DIR / "config.json").is_file() and not read_model_info(path).get("vae"):
+        elif not (path / VAE_DIR / "config.json").is_file() and _training_info(path, who) is None:
             vae_source = _find_vae(AUTO)
             if vae_source is None:
                 missing.append(f"{path / VAE_DIR}/ (a diffusers AutoencoderKL folder: the trainer's vae/, or "
@@ -286,7 +300,7 @@ class SingerModelLoader(io.ComfyNode):
     @staticmethod
     def _load_official(path: Path, vae: str, face_model: str, allow_download: bool):
         from ..singer_core.diffusion.loading import load_net_pth
-        from ..singer_core.diffusion.preview import SingerVideoModel
+        from ..singer_core.diffusion.model_folder import SingerVideoModel
 
         who = "SingerModelLoader"
         vae_path, missing = _find_vae(vae), []

@@ -71,7 +71,7 @@ class SingerNeRFLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, device) -> io.NodeOutput:
-        from ..singer_core.nerf.preview import load_nerf_subject
+        from ..singer_core.nerf.song_video import load_nerf_subject
 
         who = "SingerNeRFLoader"
         path = resolve_model_path(NERF_MODEL_FOLDER, model)
@@ -122,7 +122,7 @@ class SingerNeRFRender(io.ComfyNode):
     @classmethod
     def execute(cls, nerf_model, features, camera, sway_degrees, sway_seconds, audio=None,
                 content_features=None) -> io.NodeOutput:
-        from ..singer_core.nerf.preview import camera_path, render_song
+        from ..singer_core.nerf.song_video import camera_path, render_song
 
         who = "SingerNeRFRender"
         subject = nerf_model

@@ -200,7 +200,8 @@ def test_frame_autoencoder_task_trains_from_a_vae_and_rescales(work):
 def test_frames_task_takes_its_motion_from_a_motion_model(work):
     from singer_core.motion.generator import MotionModel, MotionModelConfig
     from singer_core.train.config import resolve_config
-    from singer_core.train.frames import FramesTask, load_frame_clips
+    from singer_core.train.frame_data import load_frame_clips
+    from singer_core.train.frames import FramesTask
     from singer_core.train.loop import seed_everything
 
     torch.manual_seed(0)

@@ -10,9 +10,9 @@ import torch
 from singer_core.face.procedural import procedural_model
 from singer_core.io.checkpoint import load_tensors
 from singer_core.nerf.data import SYNTH_CENTRE, SYNTH_SCALE, load_subject, make_synthsinger_subject
-from singer_core.ops.volume import camera_rays
+from singer_core.nerf.subject import NerfSubjectModel
+from singer_core.ops.volume import camera_rays, pixel_rays
 from singer_core.train.loop import train
-from singer_core.train.nerf import NerfSubjectModel, pixel_rays
 
 TINY = {"steps": 6, "num_rays": 64, "num_samples": 8, "occupancy_start": 2, "occupancy_every": 2,
         "occupancy_resolution": 8, "fine_start": 4, "patch_size": 8, "checkpoint_every": 3, "log_every": 1,

@@ -211,3 +211,117 @@ def test_requirements_txt_matches_pyproject():
     wanted = names(project["project"]["dependencies"]) - {"torch", "torchaudio"}
     listed = names((ROOT / "requirements.txt").read_text().splitlines())
     assert wanted == listed, f"missing {sorted(wanted - listed)}, extra {sorted(listed - wanted)}"
+
+
+# -- the import graph of the core (module level and lazy, function-level imports alike) -----------------------
+
+TOP_LAYERS = ("singer_core.train", "singer_core.eval", "singer_core.demo")  # may import the trainer
+
+
+def core_modules(root: Path) -> dict[str, Path]:
+    """{dotted module name: file} of every module of root/singer_core (a package is its __init__.py)."""
+    modules = {}
+    for path in sorted((root / "singer_core").rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def core_import_graph(root: Path) -> dict[str, set[str]]:
+    """{module: the singer_core modules it imports}, from the AST: every `import` / `from ... import` anywhere in
+    the file (inside functions too), relative ones resolved; `from pkg import name` is an edge to pkg.name when
+    that is a module, else to pkg. A package's own __init__ running first is not counted as an edge."""
+    modules = core_modules(root)
+    graph = {}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                targets = [f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module
+                           for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in modules:  # singer_core.x.y.Name -> singer_core.x.y
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each as a sorted list."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while not group or group[-1] != module:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return groups
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Edges from the core (anything but train/, eval/, demo/) into the trainer or the demo."""
+    return sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
+                  if target.startswith(("singer_core.train", "singer_core.demo"))
+                  and not module.startswith(TOP_LAYERS))
+
+
+def test_import_graph_sees_lazy_relative_and_package_imports(tmp_path):
+    """The checks below can fail: a function-level relative import into train/ and a circle are found."""
+    files = {
+        "singer_core/__init__.py": "",
+        "singer_core/nerf/__init__.py": "from .subject import Model\n",
+        "singer_core/nerf/subject.py": "import torch\n\ndef load():\n    from ..train.loop import train\n",
+        "singer_core/train/__init__.py": "",
+        "singer_core/train/loop.py": "from singer_core.nerf import subject\nfrom . import nerf\n",
+        "singer_core/train/nerf.py": "from .. import nerf\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    graph = core_import_graph(tmp_path)
+    assert graph == {"singer_core": set(), "singer_core.nerf": {"singer_core.nerf.subject"},
+                     "singer_core.nerf.subject": {"singer_core.train.loop"}, "singer_core.train": set(),
+                     "singer_core.train.loop": {"singer_core.nerf.subject", "singer_core.train.nerf"},
+                     "singer_core.train.nerf": {"singer_core.nerf"}}
+    assert upward_imports(graph) == ["singer_core.nerf.subject -> singer_core.train.loop"]
+    # subject -> train.loop -> train.nerf -> nerf (its __init__) -> subject: one circle of four modules
+    assert import_cycles(graph) == [["singer_core.nerf", "singer_core.nerf.subject", "singer_core.train.loop",
+                                     "singer_core.train.nerf"]]
+    del graph["singer_core.nerf.subject"], graph["singer_core.train.loop"]
+    graph = {module: targets - {"singer_core.nerf.subject", "singer_core.train.loop"} for module, targets in graph.items()}
+    assert import_cycles(graph) == [] and upward_imports(graph) == []
+
+
+def test_core_never_imports_the_trainer_or_the_demo():
+    """DESIGN's dependency direction: only train/, eval/ and demo/ import singer_core.train (lazily or not)."""
+    assert upward_imports(core_import_graph(ROOT)) == []
+
+
+def test_no_import_circles_between_core_modules():
+    """Module-level and lazy imports together form no circle (a lazy one only hides the circle until run time)."""
+    assert import_cycles(core_import_graph(ROOT)) == []

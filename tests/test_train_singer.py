@@ -72,6 +72,12 @@ def test_singer_tiny_export_loads(work):
     assert (net.config.audio_seq_len, net.config.audio_blocks, net.config.audio_channels) == (1, 16, 80)
     info = json.loads((final / "singer_training.json").read_text())
     assert info["vae"] == work["vae4"] and info["audio"]["encoder"] == "mel-80"
+    # written through the typed SingerTrainingInfo: what the loader reads back
+    from singer_core.diffusion.model_folder import SingerTrainingInfo
+
+    typed = SingerTrainingInfo.read(final)
+    assert (typed.task, typed.vae, typed.frames, typed.motion_frames) == ("singer", work["vae4"], 2, 1)
+    assert typed.audio.encoder == "mel-80" and typed.schedule.train_steps == 1000 and typed.sampling is None
 
 
 def test_singer_tiny_trains_its_vae_first_and_ships_it(work):

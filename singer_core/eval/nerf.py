@@ -62,7 +62,7 @@ def evaluate_nerf(checkpoint: str | Path, data: str | Path, *, lpips_backbone: s
         landmarks), "lmd": None, "notes"}.
     """
     from ..nerf.data import load_subject
-    from ..train.nerf import held_out_codes, load_subject_model
+    from ..nerf.subject import held_out_codes, load_subject_model
     from .image import psnr, ssim
 
     model = load_subject_model(checkpoint, device=device).eval()

@@ -109,6 +109,23 @@ def camera_rays(c2w: torch.Tensor, fx: float, fy: float, cx: float, cy: float, h
     return origins, directions
 
 
+def pixel_rays(pose: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, fl_x: float, fl_y: float, cx: float,
+               cy: float, convention: str = "opengl") -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through the pixel centres (rows, cols) (R,) of a camera: the rays of camera_rays at those pixels only.
+
+    Returns origins (R, 3), unit directions (R, 3).
+    """
+    x = (cols.to(pose.dtype) + 0.5 - cx) / fl_x
+    y = (rows.to(pose.dtype) + 0.5 - cy) / fl_y
+    if convention == "opengl":
+        cam = torch.stack([x, -y, -torch.ones_like(x)], dim=-1)
+    else:
+        cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)
+    directions = cam @ pose[:3, :3].T
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    return pose[:3, 3].expand_as(directions), directions
+
+
 # ---------------------------------------------------------------------------------------- box + samples
 
 def ray_aabb(origins: torch.Tensor, directions: torch.Tensor, aabb: torch.Tensor | tuple[float, ...], *,

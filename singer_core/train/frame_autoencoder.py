@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .frames import FrameDataConfig, load_frame_clips
+from .frame_data import FrameDataConfig, load_frame_clips
 from .loop import EpochSampler, TrainParts
 
 logger = logging.getLogger(__name__)

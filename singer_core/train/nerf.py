@@ -30,12 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io.checkpoint import PretrainedMixin
-from ..io.config import JsonConfig
-from ..nerf.csfm import CsfmConfig, DamcAudioFusion, damc_audio_codes, temporal_windows
-from ..nerf.field import AudioConditionedField, AudioFieldConfig
-from ..nerf.renderer import render_rays
-from ..ops.volume import OccupancyGrid, PinholeCamera
+from ..nerf.csfm import CsfmConfig, temporal_windows
+from ..nerf.field import AudioFieldConfig
+from ..nerf.subject import NerfSubjectConfig, NerfSubjectModel
+from ..ops.volume import pixel_rays
 from .config import LoopConfig
 from .loop import EpochSampler, TrainParts, step_generator
 
@@ -109,29 +107,7 @@ _PAPER = NerfTrainConfig(
     subject_seconds=60.0, subject_size=512, num_rays=65536, num_samples=128, fine_start=120000)
 
 
-# ---------------------------------------------------------------------------------------------------- model
-
-@dataclasses.dataclass(frozen=True)
-class NerfSubjectConfig(JsonConfig):
-    """What a trained subject needs at inference (nested configs as JSON strings)."""
-
-    field: str = "{}"  # AudioFieldConfig JSON
-    fusion: str = "{}"  # CsfmConfig JSON
-    mel_projection: int = 0  # > 0: dynamic input = mel windows (16 x 80) through a Linear to this width
-    dynamic_encoder: str | None = None  # the frozen E_d folder the dynamic features came from (None: mel projection)
-    content_encoder: str = "mel-80"  # encoder name of the content features the model was trained on
-    fl_x: float = 1.0  # focal length x (pixels)
-    fl_y: float = 1.0  # focal length y (pixels)
-    cx: float = 0.5  # principal point x (pixels from the corner)
-    cy: float = 0.5  # principal point y
-    width: int = 1  # training image width
-    height: int = 1  # training image height
-    convention: str = "opengl"  # camera convention of the poses
-    num_samples: int = 64  # samples per ray when rendering
-    occupancy_resolution: int = 128  # occupancy grid cells per axis
-    occupancy_threshold: float = 10.0  # its density threshold
-    train_frames: int = 1  # training frames (latent codes)
-
+# ------------------------------------------------------------------------------------- training reparametrisation
 
 class _Scaled(nn.Module):
     """Parametrisation table = factor * theta (a faster learning rate under Adam)."""
@@ -145,108 +121,6 @@ class _Scaled(nn.Module):
 
     def right_inverse(self, table: torch.Tensor) -> torch.Tensor:
         return table / self.factor
-
-
-class NerfSubjectModel(nn.Module, PretrainedMixin):
-    """A trained subject: radiance field + audio fusion (+ mel projection) + occupancy grid + background
-    + camera intrinsics, in one save_pretrained folder.
-
-    Args:
-        config: NerfSubjectConfig.
-    Buffers: background (H, W, 3) colour behind the head; occupancy.density / occupied (res^3).
-    """
-
-    config_class = NerfSubjectConfig
-
-    def __init__(self, config: NerfSubjectConfig):
-        super().__init__()
-        self.config = config
-        self.field = AudioConditionedField(AudioFieldConfig.from_json(config.field))
-        self.fusion = DamcAudioFusion(CsfmConfig.from_json(config.fusion))
-        cfg = self.fusion.config
-        self.mel_projection = nn.Linear(16 * 80, cfg.dynamic_dim) if config.mel_projection else None
-        self.occupancy = OccupancyGrid(self.field.aabb, config.occupancy_resolution, config.occupancy_threshold)
-        self.register_buffer("background", torch.ones(config.height, config.width, 3))
-
-    # ---- audio
-    def dynamic_input(self, dynamic: torch.Tensor) -> torch.Tensor:
-        """(..., 16, 80) mel windows through the projection, or E_d features (..., Dd) unchanged."""
-        if self.mel_projection is None:
-            return dynamic
-        return self.mel_projection(dynamic.flatten(-2))
-
-    def window_codes(self, content: torch.Tensor | None, dynamic: torch.Tensor | None) -> torch.Tensor:
-        """f_a of K frames from their windows: content (K, W, Rc, Dc), dynamic (K, W, 16, 80) or (K, W, Dd)."""
-        fusion = self.fusion
-        return fusion(content if fusion.uses_content else None,
-                      self.dynamic_input(dynamic) if fusion.uses_dynamic else None)
-
-    @torch.no_grad()
-    def audio_codes(self, content: torch.Tensor | None, dynamic: torch.Tensor | None, *,
-                    batch_size: int = 256) -> torch.Tensor:
-        """f_a for every frame of a song: content (F, Rc, Dc), dynamic (F, 16, 80) mel or (F, Dd) E_d features
-        -> (F, audio_dim)."""
-        if self.fusion.uses_dynamic and dynamic is not None:
-            param = next(self.parameters())
-            dynamic = self.dynamic_input(dynamic.to(param.device, param.dtype))
-        return damc_audio_codes(self.fusion, content=content if self.fusion.uses_content else None,
-                                dynamic=dynamic if self.fusion.uses_dynamic else None, batch_size=batch_size)
-
-    # ---- rendering
-    def camera(self, pose: torch.Tensor) -> PinholeCamera:
-        c = self.config
-        return PinholeCamera(pose, c.fl_x, c.fl_y, c.cx, c.cy, c.width, c.height, c.convention)
-
-    @torch.no_grad()
-    def render_frame(self, audio_code: torch.Tensor, pose: torch.Tensor, frame_index: int | None = None, *,
-                     chunk: int = 8192, progress=None) -> torch.Tensor:
-        """One frame at the training size.
-
-        Args:
-            audio_code: (audio_dim,) f_a of the frame (audio_codes); pose: (4, 4) camera-to-canonical.
-            frame_index: training-frame latent code to use, or None (zero code: unseen frames).
-            chunk: rays per call; progress(done_rays, total_rays) may raise to stop.
-        Returns:
-            (H, W, 3) float in 0..1 (composited over the stored background).
-        """
-        c = self.config
-        if self.field.config.latent_dim == 0:
-            frame_index = None
-        background = self.background.reshape(-1, 3)
-        pieces = []
-        camera = self.camera(pose.to(self.background.device, torch.float32))
-        origins, directions = camera.rays(device=self.background.device)
-        origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
-        total = origins.shape[0]
-        for start in range(0, total, chunk):
-            stop = min(total, start + chunk)
-            out = render_rays(self.field, origins[start:stop], directions[start:stop], audio_code, frame_index,
-                              num_samples=c.num_samples, occupancy=self.occupancy,
-                              background=background[start:stop])
-            pieces.append(out["rgb"])
-            if progress is not None:
-                progress(stop, total)
-        return torch.cat(pieces).reshape(c.height, c.width, 3).clamp(0, 1)
-
-    # ---- training forward (the loop's DDP sees this call)
-    def forward(self, batch: Mapping) -> torch.Tensor:
-        """Render the rays of one training batch (NerfRays.batch) -> rgb (K, R, 3)."""
-        codes = self.window_codes(batch.get("content"), batch.get("dynamic"))               # (K, A)
-        if bool(batch["update_occupancy"]):
-            code = codes[0].detach()
-            self.occupancy.update(lambda points: self.field.density(points, code)[0],
-                                  generator=step_generator(int(batch["seed"]), int(batch["step"]), 7))
-        device = batch["origins"].device
-        generator = torch.Generator(device=device)
-        generator.manual_seed(int(batch["noise_seed"]))
-        out = []
-        for k in range(codes.shape[0]):
-            frame = int(batch["frame_index"][k]) if self.field.config.latent_dim else None
-            result = render_rays(self.field, batch["origins"][k], batch["directions"][k], codes[k], frame,
-                                 num_samples=self.config.num_samples, occupancy=self.occupancy, perturb=True,
-                                 generator=generator, background=batch["background"][k])
-            out.append(result["rgb"])
-        return torch.stack(out)
 
 
 def _scale_grids(model: NerfSubjectModel, factor: float) -> None:
@@ -270,23 +144,6 @@ def plain_model(model: NerfSubjectModel) -> NerfSubjectModel:
 
 
 # ----------------------------------------------------------------------------------------------------- data
-
-def pixel_rays(pose: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, fl_x: float, fl_y: float, cx: float,
-               cy: float, convention: str = "opengl") -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays through pixel centres (rows, cols) (R,) of a camera (same rule as ops.volume.camera_rays).
-
-    Returns origins (R, 3), unit directions (R, 3).
-    """
-    x = (cols.to(pose.dtype) + 0.5 - cx) / fl_x
-    y = (rows.to(pose.dtype) + 0.5 - cy) / fl_y
-    if convention == "opengl":
-        cam = torch.stack([x, -y, -torch.ones_like(x)], dim=-1)
-    else:
-        cam = torch.stack([x, y, torch.ones_like(x)], dim=-1)
-    directions = cam @ pose[:3, :3].T
-    directions = directions / directions.norm(dim=-1, keepdim=True)
-    return pose[:3, 3].expand_as(directions), directions
-
 
 class NerfRays:
     """Batches of the nerf task, a function of (seed, step, rank, world): `batch_size` training frames, their
@@ -342,9 +199,11 @@ class NerfRays:
             out["content"].append(temporal_windows(self.content, window, audio, audio + 1)[0])
             out["dynamic"].append(temporal_windows(self.dynamic, window, audio, audio + 1)[0])
         batch = {key: torch.stack(value) for key, value in out.items()}
+        # the occupancy refresh draws from its own stream of (seed, step), the same on every rank
+        refresh = step >= config.occupancy_start and step % config.occupancy_every == 0
         batch.update(frame_index=torch.tensor(frames, dtype=torch.long), step=step, seed=config.seed, fine=fine,
                      noise_seed=int(torch.randint(0, 2**62, (1,), generator=generator)),
-                     update_occupancy=step >= config.occupancy_start and step % config.occupancy_every == 0)
+                     occupancy_generator=step_generator(config.seed, step, 7) if refresh else None)
         return batch
 
 
@@ -466,21 +325,4 @@ class NerfTask:
         return plain_model(model).save_pretrained(folder)
 
 
-def load_subject_model(folder: str | Path, device="cpu") -> NerfSubjectModel:
-    """A trained subject (out/final of the nerf task)."""
-    return NerfSubjectModel.from_pretrained(folder, device=device)
-
-
-def held_out_codes(model: NerfSubjectModel, subject) -> torch.Tensor:
-    """f_a (F, audio_dim) of every frame of the subject's video (index with aud_ids)."""
-    dynamic = subject.dynamic
-    if model.config.dynamic_encoder and model.mel_projection is None:
-        from ..nerf.dynamic_sync import DynamicSyncEncoder
-
-        encoder = DynamicSyncEncoder.from_pretrained(model.config.dynamic_encoder)
-        dynamic = encoder.encode_windows(subject.dynamic)
-    return model.audio_codes(subject.content, dynamic)
-
-
-__all__ = ["NerfTrainConfig", "NerfTask", "NerfSubjectModel", "NerfSubjectConfig", "NerfRays", "pixel_rays",
-           "load_subject_model", "held_out_codes", "plain_model"]
+__all__ = ["NerfTrainConfig", "NerfTask", "NerfRays", "build_model", "plain_model", "subject_dir"]

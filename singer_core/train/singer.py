@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import shutil
 from collections.abc import Mapping
@@ -45,7 +44,6 @@ TRAINABLE = ("paper", "all")
 PAPER_PREFIXES = ("audioproj.", "audioembed.", "denoising_unet.hidden_spectral_weighting.")
 # net.pth tensors a Hallo checkpoint lacks (SINGER's additions): initialised fresh when the base is Hallo's
 SINGER_ONLY_PREFIXES = ("audioembed.", "denoising_unet.hidden_spectral_weighting.")
-TRAINING_INFO = "singer_training.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -522,20 +520,20 @@ class SingerTask:
 
     # ---- export --------------------------------------------------------------------------------------
     def export(self, models: Mapping[str, torch.nn.Module], folder: Path) -> Path:
+        from ..diffusion.model_folder import SingerTrainingInfo, TrainingAudio
         from ..ops.noise_schedule import NoiseSchedule
 
         net = models["net"].net
         net.save_pretrained(folder)
         config = self.config
-        vae = self.vae_path
+        vae = str(self.vae_path)
         if config.vae is None:  # the auto-trained tiny VAE lives in the cache: keep a copy with the model
             shutil.copytree(vae, Path(folder) / "vae")
             vae = "vae"
-        info = {"task": self.name, "vae": vae, "image_size": config.image_size, "frames": config.frames,
-                "motion_frames": config.motion_frames, "face_model": config.face_model,
-                "audio": dataclasses.asdict(config.audio_spec()) | {"radius": config.audio_radius},
-                "schedule": json.loads(NoiseSchedule(train_steps=config.train_timesteps).to_json())}
-        (Path(folder) / TRAINING_INFO).write_text(json.dumps(info, indent=2, sort_keys=True))
+        audio = TrainingAudio(**dataclasses.asdict(config.audio_spec()), radius=config.audio_radius)
+        SingerTrainingInfo(task=self.name, vae=vae, image_size=config.image_size, frames=config.frames,
+                           motion_frames=config.motion_frames, face_model=config.face_model, audio=audio,
+                           schedule=NoiseSchedule(train_steps=config.train_timesteps)).write(folder)
         return Path(folder)
 
 

@@ -319,8 +319,8 @@ def _build_tiny_video_models(base_dir: Path, demo_models: Path) -> None:
     The SINGER node tests also place a copy where users put theirs (models/singer/singer-tiny/)."""
     import shutil
 
-    from singer_core.diffusion.preview import build_tiny_stack
-    from singer_core.nerf.preview import train_demo_nerf
+    from singer_core.demo.nerf_subject import train_demo_nerf
+    from singer_core.demo.singer_stack import build_tiny_stack
 
     train_demo_nerf(demo_models / "nerf-demo", cache_dir=base_dir / "runs" / "nerf", steps=40)
     build_tiny_stack(demo_models / "singer-demo", cache_dir=base_dir / "runs" / "singer", steps=2, small_data=True)

@@ -24,7 +24,7 @@ MEL = "mel-80 (built-in, no weights)"
 @pytest.fixture(scope="module")
 def nerf_model(comfy_server) -> Path:
     """nerf-demo in the server's demo folder (SINGER_DEMO_MODELS; the conftest may have placed it already)."""
-    from singer_core.nerf.preview import train_demo_nerf
+    from singer_core.demo.nerf_subject import train_demo_nerf
 
     target = comfy_server.base_dir / "demo_models" / DEMO_NAME
     if not (target / "model.safetensors").is_file():

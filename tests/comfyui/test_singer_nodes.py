@@ -21,7 +21,7 @@ NODE_IDS = ("SingerModelLoader", "SingerSampleVideo")
 def singer_models(comfy_server) -> Path:
     """models/singer/ of the server: the tiny stack (2 training steps on 2 short clips), a folder without
     weights and an empty 'net.pth' whose VAE and face model are absent."""
-    from singer_core.diffusion.preview import build_tiny_stack
+    from singer_core.demo.singer_stack import build_tiny_stack
 
     root = comfy_server.base_dir / "models" / "singer"
     target = root / TINY_NAME

@@ -1,5 +1,5 @@
-"""The tiny SINGER stack (singer_core.diffusion.preview): the built folder loads as the trainer's export, a
-rendered preview is an mp4 with ceil(seconds x fps) frames at the portrait's size carrying the song, progress
+"""The demo's tiny SINGER stack (singer_core.demo.singer_stack): the built folder loads as the trainer's export
+(singer_core.diffusion.model_folder), a rendered video is an mp4 with ceil(seconds x fps) frames at the portrait's size carrying the song, progress
 counts steps x clips, and stopping leaves no file behind."""
 
 from __future__ import annotations
@@ -11,14 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from singer_core.demo.singer_stack import build_tiny_stack, render_singer_video
 from singer_core.diffusion import SingerNet
-from singer_core.diffusion.preview import (
-    MODEL_INFO,
-    build_tiny_stack,
-    encode_song,
-    load_model_folder,
-    render_preview,
-)
+from singer_core.diffusion.model_folder import TRAINING_INFO, encode_song, load_model_folder
 
 SONG_RATE = 16000
 
@@ -28,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory):
-    root = tmp_path_factory.mktemp("singer_preview")
+    root = tmp_path_factory.mktemp("singer_stack")
     calls = []
     trained = build_tiny_stack(root / "trained", cache_dir=root / "cache", steps=1, small_data=True,
                                progress=lambda done, total: calls.append((done, total)))
@@ -48,7 +43,7 @@ def _portrait(height: int, width: int) -> np.ndarray:
 
 def test_trained_stack_is_the_trainers_export_with_its_vae(stacks):
     folder = stacks["trained"]
-    info = json.loads((folder / MODEL_INFO).read_text())
+    info = json.loads((folder / TRAINING_INFO).read_text())
     assert info["vae"] == "vae" and info["audio"]["encoder"] == "mel-80"
     assert stacks["calls"][-1] == (2, 2)  # one vae step + one singer step
     assert [done for done, _ in stacks["calls"]] == [1, 2]
@@ -61,18 +56,18 @@ def test_trained_stack_is_the_trainers_export_with_its_vae(stacks):
     assert not list(folder.glob(".runs")), "training runs must not stay in the model folder"
 
 
-def test_render_preview_writes_the_song_and_one_frame_per_video_frame(stacks, tmp_path):
+def test_render_singer_video_writes_the_song_and_one_frame_per_video_frame(stacks, tmp_path):
     from singer_core.io.video import read_video
 
     seconds, height, width = 0.5, 72, 96
     song = _song(seconds)
     calls = []
-    out = render_preview(stacks["trained"], _portrait(height, width), song, SONG_RATE, tmp_path / "preview.mp4",
+    out = render_singer_video(stacks["trained"], _portrait(height, width), song, SONG_RATE, tmp_path / "song.mp4",
                          steps=2, progress=lambda done, total: calls.append((done, total)))
     video = read_video(out)
     frames = math.ceil(seconds * 25)
     assert tuple(video.frames.shape) == (frames, height, width, 3)
-    clip_frames = json.loads((stacks["trained"] / MODEL_INFO).read_text())["frames"]  # the tiny preset's clips
+    clip_frames = json.loads((stacks["trained"] / TRAINING_INFO).read_text())["frames"]  # the tiny preset's clips
     clips = math.ceil(frames / clip_frames)
     assert calls[-1] == (2 * clips, 2 * clips) and len(calls) == 2 * clips
     # the sound track is the song: correlation with the input (AAC is lossy, not sample exact)
@@ -93,7 +88,7 @@ def test_stopping_a_render_leaves_no_file(stacks, tmp_path):
 
     out = tmp_path / "stopped.mp4"
     with pytest.raises(Stop):
-        render_preview(stacks["random"], _portrait(64, 64), _song(0.2), SONG_RATE, out, steps=3, progress=stop)
+        render_singer_video(stacks["random"], _portrait(64, 64), _song(0.2), SONG_RATE, out, steps=3, progress=stop)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,4 +1,4 @@
-"""singer_core.nerf.preview: the demo NeRF trains into a loadable folder with its camera poses, a song renders to
+"""singer_core.nerf.song_video and the demo's NeRF (singer_core.demo.nerf_subject): the demo NeRF trains into a loadable folder with its camera poses, a song renders to
 an mp4 with sound and one frame per 1/25 s, camera paths are rigid motions, and mismatched audio features are
 refused with messages that say how to fix them."""
 
@@ -11,17 +11,16 @@ import torch
 from singer_core.audio.encoders import MelEncoder
 from singer_core.audio.features import SingerAudioFeatures
 from singer_core.audio.synth import sing
+from singer_core.demo.nerf_subject import render_nerf_video, train_demo_nerf
 from singer_core.io.video import read_video
-from singer_core.nerf.preview import (
+from singer_core.nerf.song_video import (
     POSES_FILE,
     camera_path,
     frontal_pose,
     load_nerf_subject,
-    render_preview,
     render_song,
-    train_demo_nerf,
 )
-from singer_core.train.nerf import NerfSubjectModel, load_subject_model
+from singer_core.nerf.subject import NerfSubjectModel, load_subject_model
 
 STEPS = 3
 
@@ -53,11 +52,11 @@ def test_train_demo_nerf_writes_a_loadable_model_with_its_poses(demo):
     assert not again and (root / "models" / "copy" / "model.safetensors").is_file()
 
 
-def test_render_preview_writes_the_song_at_25_fps(demo, tmp_path):
+def test_render_nerf_video_writes_the_song_at_25_fps(demo, tmp_path):
     folder, _, _ = demo
     song = sing(1.3, seed=4)
     seen = []
-    path = render_preview(folder, song.waveform, song.sample_rate, tmp_path / "preview.mp4",
+    path = render_nerf_video(folder, song.waveform, song.sample_rate, tmp_path / "song.mp4",
                           progress=lambda done, total: seen.append((done, total)))
     video = read_video(path)
     expected = math.ceil(song.waveform.shape[-1] / song.sample_rate * 25)
@@ -65,8 +64,8 @@ def test_render_preview_writes_the_song_at_25_fps(demo, tmp_path):
     assert seen[-1] == (expected, expected)
     assert video.audio is not None and video.sample_rate == song.sample_rate
     assert abs(video.audio.shape[-1] / video.sample_rate - expected / 25) < 0.05
-    # a shorter preview, and a progress callback that stops the render leaves no file
-    short = read_video(render_preview(folder, song.waveform, song.sample_rate, tmp_path / "short.mp4", seconds=0.5))
+    # a shorter video, and a progress callback that stops the render leaves no file
+    short = read_video(render_nerf_video(folder, song.waveform, song.sample_rate, tmp_path / "short.mp4", seconds=0.5))
     assert short.frames.shape[0] == math.ceil(0.5 * 25)
 
     def stop(done, total):
@@ -74,7 +73,7 @@ def test_render_preview_writes_the_song_at_25_fps(demo, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        render_preview(folder, song.waveform, song.sample_rate, tmp_path / "stopped.mp4", progress=stop)
+        render_nerf_video(folder, song.waveform, song.sample_rate, tmp_path / "stopped.mp4", progress=stop)
     assert not (tmp_path / "stopped.mp4").exists()
 
 

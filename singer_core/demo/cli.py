@@ -1,4 +1,4 @@
-"""`make demo`: the main job on the embedded default.
+"""`make demo` (``python -m singer_core.demo``): the main job on the embedded default.
 
 Today, the audio front end on a SynthSinger song, written to ``out/``: the song (sung vowels
 over chords, bass and drums, stereo), its vocals isolated by the built-in DSP separator (with the
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -61,16 +60,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.sample_steps < 1 or args.threads < 0:
         parser.error(f"--sample-steps must be >= 1 and --threads >= 0, got {args.sample_steps} and {args.threads}")
-    if not logger.handlers:  # configure our own logger only; never the root (basicConfig)
+    demo_logger = logging.getLogger(__package__)  # the demo package's loggers only; never the root (basicConfig)
+    if not demo_logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+        demo_logger.addHandler(handler)
+    demo_logger.setLevel(logging.INFO)
 
     import torch
 
-    from .io.cli import report_errors
-    from .io.lock import folder_lock
+    from ..io.cli import report_errors
+    from ..io.lock import folder_lock
 
     threads = torch.get_num_threads()
     if args.threads > 0:
@@ -88,11 +88,11 @@ def _run(args) -> int:
     """Every step of the demo (main parses the arguments and sets the threads)."""
     from PIL import Image
 
-    from .audio.encoders import MelEncoder
-    from .audio.io import write_wav
-    from .audio.separation import separate_vocals_dsp
-    from .audio.synth import SongConfig, synthesize_song
-    from .spectral.visualize import SubbandViewConfig, audio_subband_image
+    from ..audio.encoders import MelEncoder
+    from ..audio.io import write_wav
+    from ..audio.separation import separate_vocals_dsp
+    from ..audio.synth import SongConfig, synthesize_song
+    from ..spectral.visualize import SubbandViewConfig, audio_subband_image
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ def _run(args) -> int:
     png_path = _save_png(Image.fromarray(image), out / "subbands.png")
 
     # 5. a SynthSinger clip: the synthetic singer performing a song (video with sound + ground truth)
-    from .data.synthetic import SynthSingerConfig, generate_clip, write_synth_clip
+    from ..data.synthetic import SynthSingerConfig, generate_clip, write_synth_clip
 
     clip = generate_clip(SynthSingerConfig(clips=1, size=256, seconds=args.seconds, seed=args.seed, backing=True), 0)
     clip_path = write_synth_clip(out / "synthsinger", clip, overwrite=True)
@@ -131,13 +131,13 @@ def _run(args) -> int:
 
     # 7. DAMC: a tri-plane hash-grid NeRF of one SynthSinger subject (trained once, cached in out/models),
     #    driven by the song's audio features
-    from .nerf.preview import render_preview, train_demo_nerf
+    from .nerf_subject import render_nerf_video, train_demo_nerf
 
     nerf_dir = out / "models" / "nerf-demo"
     if not (nerf_dir / "config.json").is_file():
         logger.info("nerf:      training the demo NeRF once (about a CPU minute; cached in %s)", nerf_dir)
         train_demo_nerf(nerf_dir, cache_dir=out / "cache", steps=args.nerf_steps)
-    nerf_path = render_preview(nerf_dir, song.mix, rate, out / "nerf_preview.mp4")
+    nerf_path = render_nerf_video(nerf_dir, song.mix, rate, out / "nerf_preview.mp4")
 
     # 8. SINGER: portrait + song -> singing video through the tiny stack (trained once, cached in out/models)
     singer_path, singer_frames = _singer_video(out, song, separation.vocals, rate, args)
@@ -166,13 +166,13 @@ def _motion_preview(out: Path, song, rate: int, clip, seed: int, preset: str) ->
 
     import torch
 
-    from .audio.io import to_mono
-    from .face.motion_types import FaceIdentity
-    from .face.procedural import procedural_model
-    from .face.render import render_coeffs
-    from .io.video import write_video
-    from .motion.generator import MotionModel
-    from .train.loop import train
+    from ..audio.io import to_mono
+    from ..face.motion_types import FaceIdentity
+    from ..face.procedural import procedural_model
+    from ..face.render import render_coeffs
+    from ..io.video import write_video
+    from ..motion.generator import MotionModel
+    from ..train.loop import train
 
     model_dir = out / "models" / f"motion-{preset}"
     if not (model_dir / "config.json").is_file():
@@ -182,7 +182,7 @@ def _motion_preview(out: Path, song, rate: int, clip, seed: int, preset: str) ->
         shutil.rmtree(model_dir, ignore_errors=True)
         shutil.copytree(final, model_dir)
     model = MotionModel.from_pretrained(model_dir)
-    from .audio.encoders import MelEncoder
+    from ..audio.encoders import MelEncoder
 
     song_features = MelEncoder().encode(to_mono(song.mix), rate, 25)  # the motion model is trained on the mix
     motion = model.generate(song_features, steps=50, seed=seed)
@@ -207,12 +207,12 @@ def _fd2talk_video(out: Path, song, rate: int, motion, args) -> Path:
 
     import torch
 
-    from .data.synthetic import generate_clip
-    from .diffusion.fd2talk_portrait import animate_portrait, load_frame_model
-    from .io.video import write_video
-    from .train.config import resolve_config
-    from .train.frames import FramesTask
-    from .train.loop import train
+    from ..data.synthetic import generate_clip
+    from ..diffusion.fd2talk_portrait import animate_portrait, load_frame_model
+    from ..io.video import write_video
+    from ..train.config import resolve_config
+    from ..train.frames import FramesTask
+    from ..train.loop import train
 
     model_dir = out / "models" / "frames-demo"
     overrides = None
@@ -239,10 +239,11 @@ def _fd2talk_video(out: Path, song, rate: int, motion, args) -> Path:
 
 def _singer_video(out: Path, song, vocals, rate: int, args) -> tuple[Path, int]:
     """Train (once; cached in out/models/singer-demo) the tiny SINGER stack and render the portrait singing."""
-    from .data.synthetic import SynthSingerConfig, generate_clip
-    from .diffusion.preview import TINY_SAMPLING, build_tiny_stack, render_preview
-    from .train.config import resolve_config
-    from .train.singer import SingerTask
+    from ..data.synthetic import SynthSingerConfig, generate_clip
+    from ..diffusion.model_folder import TINY_SAMPLING
+    from ..train.config import resolve_config
+    from ..train.singer import SingerTask
+    from .singer_stack import build_tiny_stack, render_singer_video
 
     model_dir = out / "models" / "singer-demo"
     if not (model_dir / "config.json").is_file():
@@ -265,8 +266,8 @@ def _singer_video(out: Path, song, vocals, rate: int, args) -> tuple[Path, int]:
     from PIL import Image
 
     _save_png(Image.fromarray(portrait.numpy()), out / "singer_portrait.png")
-    path = render_preview(model_dir, portrait, song.mix, rate, out / "singer_video.mp4", steps=args.sample_steps,
-                          guidance=TINY_SAMPLING["cfg"], seed=args.seed, vocals=vocals, landmarks=landmarks)
+    path = render_singer_video(model_dir, portrait, song.mix, rate, out / "singer_video.mp4", steps=args.sample_steps,
+                               guidance=TINY_SAMPLING.cfg, seed=args.seed, vocals=vocals, landmarks=landmarks)
     return path, math.ceil(song.mix.shape[-1] / rate * 25 - 1e-9)
 
 
@@ -274,7 +275,7 @@ def _save_png(image, path: Path) -> Path:
     """Save a PIL image as PNG through a temporary sibling and a rename (no partial file on a full disk)."""
     import io
 
-    from .io.checkpoint import atomic_write_bytes
+    from ..io.checkpoint import atomic_write_bytes
 
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -285,7 +286,3 @@ def _sdr_db(reference, estimate) -> float:
     """Signal-to-distortion ratio in dB (plain energy ratio, no projection)."""
     error = (reference - estimate).double().pow(2).sum()
     return float(10 * (reference.double().pow(2).sum() / error.clamp_min(1e-20)).log10())
-
-
-if __name__ == "__main__":
-    sys.exit(main())
