@@ -4,11 +4,12 @@ from the core's `progress(done, total)` callbacks to ComfyUI, and the pack's mod
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import folder_paths
 from comfy_api.latest import io
+
+from ..singer_core.progress import Progress
 
 # Our own socket types (STYLE: small frozen dataclasses from the core travel through them).
 AudioFeatures = io.Custom("SINGER_AUDIO_FEATURES")
@@ -130,7 +131,7 @@ def resolve_model_path(name: str, relative: str) -> Path | None:
     return None
 
 
-def comfy_progress(steps: int | None = None) -> Callable[[int, int], None]:
+def comfy_progress(steps: int | None = None) -> Progress:
     """A core progress callback that drives ComfyUI's progress bar and stops on Cancel.
 
     The core calls it as progress(done, total); ComfyUI's interruption check raises inside it,

@@ -19,11 +19,11 @@ import dataclasses
 import logging
 import math
 import numbers
-from collections.abc import Callable
 from fractions import Fraction
 
 import torch
 
+from ..progress import Progress
 from .features import SingerAudioFeatures
 from .frames import (
     as_fraction,
@@ -42,8 +42,6 @@ ENCODER_KINDS = ("wav2vec2", "hubert")
 SILENCE_PEAK = 2.0**-20  # about -120 dBFS, below 16-bit quantisation: "digital silence"
 _STATS_ELEMENTS = 1 << 20  # conv outputs per block of the GroupNorm statistics pass (4 MB in float32)
 _SCAN_BLOCK = 1 << 18  # samples per block when scanning the waveform
-
-Progress = Callable[[int, int], None]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,19 +12,18 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from ..face.motion_types import SingerMotion
 from ..ops.noise_schedule import NoiseSchedule
+from ..progress import Progress
 from .fd2talk_decoder import FrameAutoencoder
 from .fd2talk_frames import MOTION_DIM, FrameUNet, sample_frame_latents
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 FRAME_MODEL_INFO = "fd2talk_frames.json"
 
 

@@ -18,6 +18,7 @@ from ..face.detect import Box
 from ..face.user_box import box_from_landmarks, check_box
 from ..io.config import JsonConfig
 from ..ops.noise_schedule import NoiseSchedule
+from ..progress import Progress
 from .clip_loop import SOLVERS, SamplerPlan, iter_clips
 from .config import DiffusionConfig
 from .face_embedding import (
@@ -32,7 +33,6 @@ from .vae import decode_latents, encode_images, vae_downscale
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 FrameSink = Callable[[torch.Tensor], None]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
 VAE_SCALE = 0.18215  # SD1.5 latent scaling factor (sd-vae-ft-mse config "scaling_factor")
 SD_VAE_FT_MSE = "stabilityai/sd-vae-ft-mse"  # hub id of the VAE Hallo/SINGER decode with
-
-Progress = Callable[[int, int], None]
 
 
 def autoencoder_kl_kwargs(*, block_out_channels: tuple[int, ...], layers_per_block: int, latent_channels: int,

@@ -7,17 +7,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..progress import Progress
 from . import motion as metrics
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
 
 # (key, label, better) of the table rows; better: "low", "high" or "" (closer to ground truth)
 MOTION_ROWS = (

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..progress import Progress
 from .fs import raise_file_system_error, remove_quietly
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 def iter_video_frames(path: str | Path, *, fps: float | None = None, start_seconds: float = 0.0,
                       duration_seconds: float | None = None, max_size: int | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> Iterator[VideoFrame]:
+                      progress: Progress | None = None) -> Iterator[VideoFrame]:
     """Stream the frames of a video one at a time (memory flat in the video's length).
 
     Resampling to ``fps`` follows FFmpeg's ``fps`` filter (rounding "near"): an input frame at time t
@@ -253,7 +254,7 @@ def iter_audio_blocks(path: str | Path, *, sample_rate: int | None = None, mono:
 
 def read_video(path: str | Path, *, fps: float | None = None, start_seconds: float = 0.0,
                duration_seconds: float | None = None, with_audio: bool = True, max_size: int | None = None,
-               progress: Callable[[int, int], None] | None = None) -> VideoData:
+               progress: Progress | None = None) -> VideoData:
     """Decode a video span into memory: frames (resampled to ``fps`` like FFmpeg's fps filter) and audio.
 
     Args:
@@ -516,7 +517,7 @@ class VideoWriter:
 
 def write_video(path: str | Path, frames, fps: float, *, audio=None, sample_rate: int | None = None,
                 crf: int = 18, preset: str = "medium", pad_odd: bool = False, keyframe_interval: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> Path:
+                progress: Progress | None = None) -> Path:
     """Write frames (and audio) as an H.264 yuv420p + AAC video, atomically.
 
     Args:

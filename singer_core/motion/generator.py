@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -16,12 +15,12 @@ from ..face.motion_types import ANGLE_DIM, EXP_DIM, TRANS_DIM, SingerMotion
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig
 from ..ops.noise_schedule import NoiseSchedule
+from ..progress import Progress
 from .dit import MotionDiT, MotionDiTConfig
 from .sampling import sample
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 AUDIO_REDUCE = ("flatten", "mean_rows", "last_row")
 POSE_DIM = ANGLE_DIM + TRANS_DIM  # 6: angle (3) then trans (3)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +26,9 @@ from torch import nn
 
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
 
 CSFM_MODES = ("content", "dynamic", "concat", "cross", "csfm")  # DAMC Table 3 rows, in order
 CONTENT_REDUCTIONS = ("flatten", "mean")

@@ -64,7 +64,7 @@ OPTIMIZERS = ("adam", "adamw")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 _STEP_DIR = re.compile(r"^step-(\d{7,})$")
 
-Progress = Callable[[int, int, dict], None]
+StepReport = Callable[[int, int, dict], None]  # report(step, total, scalars): see singer_core.progress
 
 
 # ---- configuration ------------------------------------------------------------------------------
@@ -548,7 +548,7 @@ def _format_scalars(scalars: Mapping[str, float]) -> str:
 
 def train(task, *, preset: str | None = None, config=None, data: str | os.PathLike | None = None,
           out: str | os.PathLike, resume: bool = False, max_steps: int | None = None,
-          progress: Progress | None = None, device: str | torch.device | None = None,
+          progress: StepReport | None = None, device: str | torch.device | None = None,
           cache_dir: str | os.PathLike | None = None, quiet: bool = False,
           resume_from: int | None = None) -> Path:
     """Train `task` into the run folder `out`.
