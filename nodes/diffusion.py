@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from comfy_api.latest import InputImpl, Types, io
 
+from ..singer_core.audio.encoders import MEL_ENCODER_NAME
 from .comfy_bridge import (
     ANIMATEDIFF_FOLDER,
     DEMO_COMMAND,
@@ -57,7 +58,7 @@ def recommended_sampling(model) -> dict:
     source = Path(model.source) if getattr(model, "source", "") else None
     info = read_model_info(source) if source is not None and source.is_dir() else {}
     # folders trained before the recommendation was stored: the tiny (mel-80) stacks sample as make demo does
-    fallback = TINY_SAMPLING if (info.get("audio") or {}).get("encoder") == "mel-80" else OFFICIAL_SAMPLING
+    fallback = TINY_SAMPLING if (info.get("audio") or {}).get("encoder") == MEL_ENCODER_NAME else OFFICIAL_SAMPLING
     stored = {**fallback, **info.get("sampling", {})}
     return {"steps": int(stored["steps"]), "cfg": float(stored["cfg"]), "clip_frames": int(model.clip_frames)}
 

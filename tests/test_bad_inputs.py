@@ -26,6 +26,8 @@ import numpy as np
 import pytest
 import torch
 
+from singer_core.audio.encoders import MEL_ENCODER_NAME
+
 # ---------------------------------------------------------------------------------------------------------
 # shared inputs
 
@@ -74,7 +76,7 @@ def _motion_model_folder(folder: Path, **changes) -> Path:
     return MotionModel(_tiny_motion_config(**changes)).save_pretrained(folder)
 
 
-def _features(frames: int = 10, fps: float = 25.0, encoder: str = "mel-80", rows: int = 16, width: int = 80):
+def _features(frames: int = 10, fps: float = 25.0, encoder: str = MEL_ENCODER_NAME, rows: int = 16, width: int = 80):
     from singer_core.audio.features import SingerAudioFeatures
 
     data = torch.randn(frames, rows, width, generator=torch.Generator().manual_seed(0))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from ..audio.features import SingerAudioFeatures
 from ..face.crop import HALLO_EXPAND_RATIO, CropTransform, expand_box, paste_back, square_crop
 from ..face.detect import Box
@@ -324,7 +325,7 @@ class SingerPipeline:
                 if moved:
                     encoder.to("cpu")
         config = self.net.config
-        if features.rows != "layers" and features.encoder != "mel-80":  # tiny stacks take mel windows as rows
+        if features.rows != "layers" and features.encoder != MEL_ENCODER_NAME:  # tiny stacks take mel windows as rows
             raise ValueError(f"SingerPipeline: features have rows={features.rows!r}; SINGER needs the hidden "
                              "states of every layer (AudioEncoder.encode(..., layers='all'))")
         if (features.num_rows, features.width) != (config.audio_blocks, config.audio_channels):

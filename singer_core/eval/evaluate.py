@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from ..progress import Progress
 from . import motion as metrics
 
@@ -187,8 +188,8 @@ def evaluate_motion(model, data_dir, *, split: str = "test", steps: int = 50, et
         raise ValueError(f"evaluate_motion: the '{split}' split of '{data_dir}' has no clips; generate more clips "
                          "(a test split needs at least 5 identities at test_fraction 0.2) or use split='all'")
     if encoder is None:
-        wanted = getattr(model.config, "audio_encoder", "mel-80")
-        if wanted != "mel-80":
+        wanted = getattr(model.config, "audio_encoder", MEL_ENCODER_NAME)
+        if wanted != MEL_ENCODER_NAME:
             raise ValueError(f"evaluate_motion: the model expects '{wanted}' audio features; pass encoder= "
                              "(load it with singer_core.audio.encoder_loading)")
         from ..audio.encoders import MelEncoder

@@ -10,6 +10,7 @@ import math
 import torch
 from torch import nn
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from ..audio.features import SingerAudioFeatures
 from ..face.motion_types import ANGLE_DIM, EXP_DIM, TRANS_DIM, SingerMotion
 from ..io.checkpoint import PretrainedMixin
@@ -51,7 +52,7 @@ def reduce_audio_rows(features: torch.Tensor, reduce: str) -> torch.Tensor:
 class MotionModelConfig(JsonConfig):
     """The motion generator: audio spec, DiT size (shared by the exp and pose DiTs) and noise schedule."""
 
-    audio_encoder: str = "mel-80"  # SingerAudioFeatures.encoder the model was trained on
+    audio_encoder: str = MEL_ENCODER_NAME  # SingerAudioFeatures.encoder the model was trained on
     audio_rows: int = 16  # R rows per frame the encoder gives (mel-80: 16 mel steps; wav2vec2-base: 12 layers)
     audio_width: int = 80  # D feature width (mel-80: 80; wav2vec2-base: 768)
     audio_reduce: str = "flatten"  # rows -> one vector per frame: "flatten" (R*D), "mean_rows" or "last_row" (D)
