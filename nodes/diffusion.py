@@ -27,6 +27,7 @@ from .comfy_bridge import (
     model_folder_paths,
     model_locations,
     model_subfolders,
+    portrait_from_image,
     resolve_model_path,
     torch_device,
 )
@@ -45,7 +46,6 @@ NO_MOTION_MODULE = "none (net.pth has them)"
 NO_FACE_MODEL = "none (zero identity)"
 SD15_NAMES = ("stable-diffusion-v1-5", "sd-v1-5", "stable-diffusion-v1-5/stable-diffusion-v1-5")
 WEIGHT_SUFFIXES = (".pth", ".safetensors", ".ckpt", ".bin")
-MIN_SIDE = 64  # smallest portrait side the crop can work with
 # sampling settings of SINGER's net.pth (Hallo's inference config: 40 DDIM steps, CFG 3.5, 16-frame clips); our trained
 # folders may recommend their own in singer_training.json {"sampling": {"steps": N, "cfg": X}}
 OFFICIAL_SAMPLING = {"steps": 40, "cfg": 3.5}
@@ -321,31 +321,6 @@ class SingerModelLoader(io.ComfyNode):
         return SingerVideoModel(net=net, vae=loaded_vae, face_model_path=face, source=str(path))
 
 
-def _portrait(image: torch.Tensor, who: str) -> torch.Tensor:
-    """(H, W, 3) float 0..1 from an IMAGE batch: the first item; grayscale repeated, alpha dropped."""
-    if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4):
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"{who}: image must be an IMAGE batch (B, H, W, C), got {shape}")
-    image = image if image.ndim == 4 else image[None]
-    if image.shape[0] > 1:
-        logger.warning("%s: the IMAGE batch has %d images; using the first as the portrait", who, image.shape[0])
-    portrait = image[0].float()
-    channels = portrait.shape[-1]
-    if channels == 1:
-        portrait = portrait.expand(-1, -1, 3)
-    elif channels == 2:  # gray + alpha
-        portrait = portrait[..., :1].expand(-1, -1, 3)
-    elif channels == 4:
-        portrait = portrait[..., :3]
-    elif channels != 3:
-        raise ValueError(f"{who}: image has {channels} channels; give an RGB (3), RGBA (4) or grayscale (1) image")
-    height, width = portrait.shape[:2]
-    if min(height, width) < MIN_SIDE:
-        raise ValueError(f"{who}: the portrait is {width}x{height} px; give at least {MIN_SIDE} px on each side "
-                         "(a face crop is resized to the model's size, 512 px for SINGER)")
-    return portrait.clamp(0, 1).contiguous()
-
-
 class SingerSampleVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -433,7 +408,7 @@ class SingerSampleVideo(io.ComfyNode):
         cfg = cfg or recommended["cfg"]
         clip_frames = clip_frames or recommended["clip_frames"]
         logger.info("%s: %d steps, cfg %g, %d-frame clips", who, steps, cfg, clip_frames)
-        portrait = _portrait(image, who)
+        portrait = portrait_from_image(image, who)
         box = user_face_box(face_box, face_mask, portrait.shape[1], portrait.shape[0], who)
         if 0 < crop_ratio < 1:
             raise ValueError(f"{who}: crop_ratio {crop_ratio} would cut into the face; use 0 (whole image) or >= 1")

@@ -18,6 +18,7 @@ from ..face.crop import HALLO_EXPAND_RATIO, CropTransform, expand_box, paste_bac
 from ..face.detect import Box
 from ..face.user_box import box_from_landmarks, check_box
 from ..io.config import JsonConfig
+from ..io.image import to_model, to_uint8, unit_array
 from ..ops.noise_schedule import NoiseSchedule
 from ..progress import Progress
 from .clip_loop import SOLVERS, SamplerPlan, iter_clips
@@ -168,24 +169,6 @@ def use_sdpa_attention(module: torch.nn.Module) -> int:
             child.set_processor(AttnProcessor2_0())
             count += 1
     return count
-
-
-def _as_image(image) -> np.ndarray:
-    """(H, W, 3) float32 0..1 numpy from a float (0..1) or uint8 array/tensor."""
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu()
-        image = image[0] if image.dim() == 4 and image.shape[0] == 1 else image
-        image = image.numpy()
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"SingerPipeline: image must be (H, W, 3) RGB, got shape {image.shape}; take one "
-                         "image of a batch (image[0])")
-    image = image[..., :3]
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    if not np.issubdtype(image.dtype, np.floating):
-        raise ValueError(f"SingerPipeline: image must be uint8 or float (0..1), got {image.dtype}")
-    return np.clip(image.astype(np.float32), 0.0, 1.0)
 
 
 class _Offload:
@@ -359,8 +342,8 @@ class SingerPipeline:
         options = dataclasses.replace(options or self.config, **overrides)
         device = options.torch_device()
         dtype = options.torch_dtype(device)
-        portrait = _as_image(image)
-        portrait_u8 = np.rint(portrait * 255.0).astype(np.uint8)
+        portrait = unit_array(image, "SingerPipeline")  # (H, W, 3) float32 0..1: a view of a CPU float32 portrait
+        portrait_u8 = to_uint8(portrait)  # for the face detector and the identity embedder
         # 1. audio features (first: the cheapest place to fail on a bad song)
         features = self._features(audio, sample_rate, features, options, device)
         # 2. face box, crop, masks, identity
@@ -378,8 +361,7 @@ class SingerPipeline:
         self.vae.to(device=device, dtype=dtype)
         offloads: list[_Offload] = []
         try:
-            pixels = torch.from_numpy(crop).permute(2, 0, 1)[None] * 2.0 - 1.0
-            reference = encode_images(self.vae, pixels).to(device=device, dtype=dtype)
+            reference = encode_images(self.vae, to_model(crop)).to(device=device, dtype=dtype)
             if options.offload:
                 self.vae.to("cpu")
                 offloads.append(_Offload(self.net.reference_unet, device))
@@ -426,7 +408,7 @@ class SingerPipeline:
         """Latents (M, C, h, w) decoded to pixels and encoded again (the official motion-frame path)."""
         param = next(self.vae.parameters())
         pixels = decode_latents(self.vae, latents.to(device=param.device, dtype=param.dtype))  # (M, H, W, 3) 0..1
-        return encode_images(self.vae, pixels.permute(0, 3, 1, 2) * 2.0 - 1.0).to(latents)
+        return encode_images(self.vae, to_model(pixels)).to(latents)
 
     @staticmethod
     def _box_in_crop(box: Box, transform: CropTransform) -> tuple[float, float, float, float]:

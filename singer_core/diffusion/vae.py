@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..io.image import from_model
 from ..progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def decode_latents(vae, latents: torch.Tensor, *, slice_frames: int = 8,
             stop = min(total, start + slice_frames)
             batch = flat[start:stop].to(device=param.device, dtype=param.dtype) / scale
             images = vae.decode(batch).sample
-            out[start:stop] = (images.float() / 2 + 0.5).clamp_(0, 1).permute(0, 2, 3, 1).cpu()
+            out[start:stop] = from_model(images)
             if progress is not None:
                 progress(stop, total)
     return out

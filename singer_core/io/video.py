@@ -17,6 +17,7 @@ import torch
 
 from ..progress import Progress
 from .fs import raise_file_system_error, remove_quietly
+from .image import to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -785,14 +786,12 @@ def _as_uint8_frames(frames, who: str) -> np.ndarray:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"{who}: frames must be (H, W, 3) or (T, H, W, 3) RGB, got shape {frames.shape}")
-    if frames.dtype == np.uint8:
-        return frames
-    if np.issubdtype(frames.dtype, np.floating):
-        if not np.isfinite(frames).all():
-            raise ValueError(f"{who}: the frames contain NaN or infinite values; the node or model that made them "
-                             "overflowed: run it in float32, or clamp the frames to 0..1 with nan_to_num first")
-        return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
-    raise ValueError(f"{who}: frames must be uint8 (0..255) or float (0..1), got {frames.dtype}")
+    if frames.dtype != np.uint8 and not np.issubdtype(frames.dtype, np.floating):
+        raise ValueError(f"{who}: frames must be uint8 (0..255) or float (0..1), got {frames.dtype}")
+    if frames.dtype != np.uint8 and not np.isfinite(frames).all():
+        raise ValueError(f"{who}: the frames contain NaN or infinite values; the node or model that made them "
+                         "overflowed: run it in float32, or clamp the frames to 0..1 with nan_to_num first")
+    return to_uint8(frames)  # uint8 as is; float 0..1 rounded
 
 
 def _reason(exc: BaseException) -> str:
