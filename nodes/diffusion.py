@@ -435,13 +435,7 @@ class SingerSampleVideo(io.ComfyNode):
                                           progress=comfy_progress())
             except ValueError as error:
                 raise ValueError(f"{who}: {error}") from error
-        try:
-            features = singer_model.prepare_features(features, who)
-        except ValueError as error:
-            raise ValueError(str(error)) from error
-        if abs(features.fps - fps) > 1e-6:
-            raise ValueError(f"{who}: the features are at {features.fps:g} fps but fps is {fps:g}; encode at the "
-                             "video rate or set fps to match")
+        # the pipeline checks the features once (shape, row layout, fps: audio.features.check_features)
         device = torch_device(device)
         clips = math.ceil(features.frames / clip_frames)
         pipeline = singer_model.pipeline()

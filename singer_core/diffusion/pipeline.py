@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..audio.encoders import MEL_ENCODER_NAME
-from ..audio.features import SingerAudioFeatures
+from ..audio.features import SingerAudioFeatures, check_features, same_encoder
 from ..face.crop import HALLO_EXPAND_RATIO, CropTransform, expand_box, paste_back, square_crop
 from ..face.detect import Box
 from ..face.user_box import box_from_landmarks, check_box
@@ -198,9 +198,13 @@ class SingerPipeline:
     """
 
     def __init__(self, net: SingerNet, vae, *, face_embedder: FaceEmbedder | None = None, audio_encoder=None,
-                 config: PipelineOptions | None = None, schedule: NoiseSchedule | None = None) -> None:
+                 config: PipelineOptions | None = None, schedule: NoiseSchedule | None = None,
+                 audio_encoder_name: str | None = None) -> None:
         self.net, self.vae = net.eval(), vae.eval()
         self.face_embedder, self.audio_encoder = face_embedder, audio_encoder
+        # the encoder the net was trained on, named when features do not fit (not enforced: any encoder of the
+        # right shape works)
+        self.audio_encoder_name = audio_encoder_name or getattr(audio_encoder, "name", None)
         self.config = config or PipelineOptions()
         self.schedule = schedule or NoiseSchedule()
         net_config: DiffusionConfig = net.config
@@ -216,17 +220,19 @@ class SingerPipeline:
     @classmethod
     def from_parts(cls, net: SingerNet, vae, *, face_model_path: str | os.PathLike | None = None,
                    audio_encoder=None, config: PipelineOptions | None = None,
-                   schedule: NoiseSchedule | None = None) -> SingerPipeline:
+                   schedule: NoiseSchedule | None = None, audio_encoder_name: str | None = None) -> SingerPipeline:
         """A pipeline from loaded parts.
 
         net: SingerNet (load_net_pth or from_pretrained); vae: diffusers AutoencoderKL (load_vae / tiny_vae);
         face_model_path: ArcFace .onnx (e.g. Hallo's glintr100.onnx); None = zero identity embedding (with a
         warning at each call: the face then comes from the reference attention alone); audio_encoder: an
         AudioEncoder (wav2vec2-base-960h, all layers) used when a call gives audio instead of features;
-        config: default PipelineOptions; schedule: training noise schedule (Hallo's by default).
+        config: default PipelineOptions; schedule: training noise schedule (Hallo's by default);
+        audio_encoder_name: the encoder the net was trained on, for error messages (default: audio_encoder's).
         """
         embedder = None if face_model_path is None else FaceEmbedder(face_model_path)
-        return cls(net, vae, face_embedder=embedder, audio_encoder=audio_encoder, config=config, schedule=schedule)
+        return cls(net, vae, face_embedder=embedder, audio_encoder=audio_encoder, config=config, schedule=schedule,
+                   audio_encoder_name=audio_encoder_name)
 
     # ---- conditions ------------------------------------------------------------------------------
     def _face_box(self, image_u8: np.ndarray, face_box, landmarks, options: PipelineOptions
@@ -307,18 +313,12 @@ class SingerPipeline:
             finally:
                 if moved:
                     encoder.to("cpu")
+        # the one check of the features (nodes and callers do not re-check); tiny stacks take mel windows as rows
         config = self.net.config
-        if features.rows != "layers" and features.encoder != MEL_ENCODER_NAME:  # tiny stacks take mel windows as rows
-            raise ValueError(f"SingerPipeline: features have rows={features.rows!r}; SINGER needs the hidden "
-                             "states of every layer (AudioEncoder.encode(..., layers='all'))")
-        if (features.num_rows, features.width) != (config.audio_blocks, config.audio_channels):
-            raise ValueError(f"SingerPipeline: features are (F, {features.num_rows}, {features.width}) but the "
-                             f"network's AudioProj takes (F, {config.audio_blocks}, {config.audio_channels}); "
-                             "encode with the encoder it was trained with (wav2vec2-base-960h, all 12 layers)")
-        if abs(features.fps - options.fps) > 1e-6:
-            raise ValueError(f"SingerPipeline: features are at {features.fps:g} fps but the video is at "
-                             f"{options.fps:g}; encode the audio at the video rate")
-        return features
+        return check_features(features, "SingerPipeline", model="the network's AudioProj",
+                              trained_on=self.audio_encoder_name, shape=(config.audio_blocks, config.audio_channels),
+                              rows=None if same_encoder(features.encoder, MEL_ENCODER_NAME) else "layers",
+                              fps=options.fps, fps_owner="the video is at")
 
     # ---- the run ---------------------------------------------------------------------------------
     def __call__(self, image, audio: torch.Tensor | None = None, sample_rate: int | None = None, *,

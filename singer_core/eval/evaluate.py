@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..audio.encoders import MEL_ENCODER_NAME
+from ..audio.features import check_features
 from ..progress import Progress
 from . import motion as metrics
 
@@ -106,9 +107,7 @@ class _LipSync:
         from ..motion.lip_expert import mouth_motion
 
         config = self.expert.config
-        if features.encoder != config.audio_encoder:
-            raise ValueError(f"evaluate_motion: the lip expert was trained on '{config.audio_encoder}' audio "
-                             f"but the features are '{features.encoder}'")
+        check_features(features, "evaluate_motion", model="the lip expert", encoder=config.audio_encoder)
         parameter = next(self.expert.parameters())
         audio = reduce_audio_rows(features.features, config.audio_reduce)
         mouth = mouth_motion(self.face_model, exp.to(self.face_model.dtype), self.indices)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..audio.encoders import MEL_ENCODER_NAME
-from ..audio.features import SingerAudioFeatures
+from ..audio.features import SingerAudioFeatures, check_features
 from ..face.motion_types import ANGLE_DIM, EXP_DIM, TRANS_DIM, SingerMotion
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig
@@ -201,20 +201,11 @@ class MotionModel(nn.Module, PretrainedMixin):
 
     # ---- audio -----------------------------------------------------------------------------------
     def check_features(self, features: SingerAudioFeatures) -> None:
-        """Refuse features of another encoder or shape than the model was trained on."""
+        """Refuse features of another encoder, frame rate or shape than the model was trained on
+        (singer_core.audio.features.check_features)."""
         config = self.config
-        if features.encoder != config.audio_encoder:
-            raise ValueError(f"MotionModel: audio features come from encoder '{features.encoder}', but this "
-                             f"model was trained on '{config.audio_encoder}'; encode the audio with "
-                             f"'{config.audio_encoder}'")
-        if abs(features.fps - config.fps) > 1e-3:
-            raise ValueError(f"MotionModel: audio features are at {features.fps:g} fps, but this model was trained "
-                             f"at {config.fps:g} fps (its motion would play {features.fps / config.fps:.2f}x too "
-                             f"fast or slow); encode the audio at fps={config.fps:g}")
-        if (features.num_rows, features.width) != (config.audio_rows, config.audio_width):
-            raise ValueError(f"MotionModel: audio features have {features.num_rows} rows x {features.width} "
-                             f"width, but this model was trained on {config.audio_rows} x {config.audio_width} "
-                             f"('{config.audio_encoder}'); encode with the same encoder and layer settings")
+        check_features(features, "MotionModel", encoder=config.audio_encoder, fps=config.fps, fps_tolerance=1e-3,
+                       shape=(config.audio_rows, config.audio_width))
 
     def audio_vector(self, features: SingerAudioFeatures) -> torch.Tensor:
         """(F, A) per-frame audio vectors of `features`: checked, reduced by config.audio_reduce, standardised
