@@ -82,15 +82,16 @@ def portrait_from_batch(images: torch.Tensor, who: str, *, min_side: int = 1) ->
 
 
 def to_uint8(images) -> np.ndarray:
-    """unit -> uint8: float 0..1 (torch on any device, or numpy; any shape) -> numpy uint8 round(x * 255),
-    values outside 0..1 clipped (round half to even, as np.rint / torch.round). uint8 input is returned as is."""
+    """unit -> uint8: float 0..1 (torch on any device, or numpy; any shape) -> C-contiguous numpy uint8
+    round(x * 255), values outside 0..1 clipped (round half to even, as np.rint / torch.round). uint8 input is
+    returned as is."""
     if isinstance(images, torch.Tensor):
         images = images.detach().cpu()
         images = images.numpy() if images.dtype == torch.uint8 else images.float().numpy()
     images = np.asarray(images)
     if images.dtype == np.uint8:
         return images
-    return np.clip(np.rint(images.astype(np.float32, copy=False) * 255.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.clip(np.rint(images.astype(np.float32, copy=False) * 255.0), 0, 255), np.uint8)
 
 
 def to_unit(images) -> torch.Tensor:
@@ -121,7 +122,7 @@ def unit_array(image, who: str) -> np.ndarray:
         return image.astype(np.float32) / 255.0
     if not np.issubdtype(image.dtype, np.floating):
         raise ValueError(f"{who}: image must be uint8 or float (0..1), got {image.dtype}")
-    image = image.astype(np.float32, copy=False)
+    image = np.ascontiguousarray(image, dtype=np.float32)  # no copy for a contiguous float32 image
     if image.size and (image.min() < 0.0 or image.max() > 1.0):
         image = np.clip(image, 0.0, 1.0)
     return image
