@@ -1,14 +1,20 @@
-"""What every node file shares: the pack's own ComfyUI types, the progress/interruption bridge
-from the core's `progress(done, total)` callbacks to ComfyUI, and the pack's model folders."""
+"""What every node file shares: the pack's own ComfyUI types, the converters between ComfyUI's IMAGE and the
+core's image layouts (the only ones the nodes use; the arithmetic lives in singer_core/io/image.py), the
+progress/interruption bridge from the core's `progress(done, total)` callbacks to ComfyUI, and the pack's model
+folders."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import folder_paths
+import numpy as np
+import torch
 from comfy_api.latest import io
+
+from ..singer_core.io.image import portrait_from_batch, rgb_channels, to_uint8, to_unit
+from ..singer_core.progress import Progress
 
 # Our own socket types (STYLE: small frozen dataclasses from the core travel through them).
 AudioFeatures = io.Custom("SINGER_AUDIO_FEATURES")
@@ -40,6 +46,31 @@ PACK_ROOT = Path(__file__).resolve().parents[1]
 DEMO_COMMAND = f"cd {PACK_ROOT} && make demo"
 DEMO_PREFIXES = {MOTION_MODEL_FOLDER: "motion-", SINGER_MODEL_FOLDER: "singer-", NERF_MODEL_FOLDER: "nerf-",
                  FRAME_MODEL_FOLDER: "frames-"}
+
+
+MIN_PORTRAIT_SIDE = 64  # smallest portrait side the generators' face crop can work with
+
+
+# ---- IMAGE (B, H, W, C) float 0..1 <-> the core's layouts ----------------------------------------------
+def portrait_from_image(image: torch.Tensor, who: str) -> torch.Tensor:
+    """IMAGE -> the (H, W, 3) float32 0..1 portrait the generators take: the first item, RGB, clamped, at least
+    MIN_PORTRAIT_SIDE px a side (singer_core.io.image.portrait_from_batch). The pipelines convert it no further
+    than their own crop needs."""
+    return portrait_from_batch(image, who, min_side=MIN_PORTRAIT_SIDE)
+
+
+def image_to_uint8(images: torch.Tensor, who: str) -> np.ndarray:
+    """IMAGE (B, H, W, C), C = 1..4 -> (B, H, W, 3) uint8 numpy (OpenCV code: face crop, detectors, paste-back)."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{who}: expected an IMAGE batch (B, H, W, 3), got {shape}")
+    return to_uint8(rgb_channels(images, who))
+
+
+def image_from_uint8(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) or one (H, W, 3) uint8 image (numpy or torch) -> IMAGE (B, H, W, 3) float32 0..1."""
+    images = to_unit(images)
+    return images[None] if images.ndim == 3 else images
 
 
 def torch_device(device: str) -> str:
@@ -130,7 +161,7 @@ def resolve_model_path(name: str, relative: str) -> Path | None:
     return None
 
 
-def comfy_progress(steps: int | None = None) -> Callable[[int, int], None]:
+def comfy_progress(steps: int | None = None) -> Progress:
     """A core progress callback that drives ComfyUI's progress bar and stops on Cancel.
 
     The core calls it as progress(done, total); ComfyUI's interruption check raises inside it,

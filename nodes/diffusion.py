@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from comfy_api.latest import InputImpl, Types, io
 
+from ..singer_core.audio.encoders import MEL_ENCODER_NAME
 from .comfy_bridge import (
     ANIMATEDIFF_FOLDER,
     DEMO_COMMAND,
@@ -26,6 +27,7 @@ from .comfy_bridge import (
     model_folder_paths,
     model_locations,
     model_subfolders,
+    portrait_from_image,
     resolve_model_path,
     torch_device,
 )
@@ -44,7 +46,6 @@ NO_MOTION_MODULE = "none (net.pth has them)"
 NO_FACE_MODEL = "none (zero identity)"
 SD15_NAMES = ("stable-diffusion-v1-5", "sd-v1-5", "stable-diffusion-v1-5/stable-diffusion-v1-5")
 WEIGHT_SUFFIXES = (".pth", ".safetensors", ".ckpt", ".bin")
-MIN_SIDE = 64  # smallest portrait side the crop can work with
 # sampling settings of SINGER's net.pth (Hallo's inference config: 40 DDIM steps, CFG 3.5, 16-frame clips); our trained
 # folders may recommend their own in singer_training.json {"sampling": {"steps": N, "cfg": X}}
 OFFICIAL_SAMPLING = {"steps": 40, "cfg": 3.5}
@@ -52,13 +53,13 @@ OFFICIAL_SAMPLING = {"steps": 40, "cfg": 3.5}
 
 def recommended_sampling(model) -> dict:
     """{"steps", "cfg", "clip_frames"} the loaded model recommends (what 0 = auto means on Sample SINGER Video)."""
-    from ..singer_core.diffusion.model_folder import MEL_ENCODER, TINY_SAMPLING, read_training_info
+    from ..singer_core.diffusion.model_folder import TINY_SAMPLING, read_training_info
 
     source = Path(model.source) if getattr(model, "source", "") else None
     info = read_training_info(source) if source is not None and source.is_dir() else None
     if info is not None and info.sampling is not None:
         steps, cfg = info.sampling.steps, info.sampling.cfg
-    elif info is not None and info.audio.encoder == MEL_ENCODER:
+    elif info is not None and info.audio.encoder == MEL_ENCODER_NAME:
         # folders trained before the recommendation was stored: the tiny (mel-80) stacks sample as make demo does
         steps, cfg = TINY_SAMPLING.steps, TINY_SAMPLING.cfg
     else:
@@ -334,31 +335,6 @@ class SingerModelLoader(io.ComfyNode):
         return SingerVideoModel(net=net, vae=loaded_vae, face_model_path=face, source=str(path))
 
 
-def _portrait(image: torch.Tensor, who: str) -> torch.Tensor:
-    """(H, W, 3) float 0..1 from an IMAGE batch: the first item; grayscale repeated, alpha dropped."""
-    if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4):
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(f"{who}: image must be an IMAGE batch (B, H, W, C), got {shape}")
-    image = image if image.ndim == 4 else image[None]
-    if image.shape[0] > 1:
-        logger.warning("%s: the IMAGE batch has %d images; using the first as the portrait", who, image.shape[0])
-    portrait = image[0].float()
-    channels = portrait.shape[-1]
-    if channels == 1:
-        portrait = portrait.expand(-1, -1, 3)
-    elif channels == 2:  # gray + alpha
-        portrait = portrait[..., :1].expand(-1, -1, 3)
-    elif channels == 4:
-        portrait = portrait[..., :3]
-    elif channels != 3:
-        raise ValueError(f"{who}: image has {channels} channels; give an RGB (3), RGBA (4) or grayscale (1) image")
-    height, width = portrait.shape[:2]
-    if min(height, width) < MIN_SIDE:
-        raise ValueError(f"{who}: the portrait is {width}x{height} px; give at least {MIN_SIDE} px on each side "
-                         "(a face crop is resized to the model's size, 512 px for SINGER)")
-    return portrait.clamp(0, 1).contiguous()
-
-
 class SingerSampleVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -446,7 +422,7 @@ class SingerSampleVideo(io.ComfyNode):
         cfg = cfg or recommended["cfg"]
         clip_frames = clip_frames or recommended["clip_frames"]
         logger.info("%s: %d steps, cfg %g, %d-frame clips", who, steps, cfg, clip_frames)
-        portrait = _portrait(image, who)
+        portrait = portrait_from_image(image, who)
         box = user_face_box(face_box, face_mask, portrait.shape[1], portrait.shape[0], who)
         if 0 < crop_ratio < 1:
             raise ValueError(f"{who}: crop_ratio {crop_ratio} would cut into the face; use 0 (whole image) or >= 1")
@@ -473,13 +449,7 @@ class SingerSampleVideo(io.ComfyNode):
                                           progress=comfy_progress())
             except ValueError as error:
                 raise ValueError(f"{who}: {error}") from error
-        try:
-            features = singer_model.prepare_features(features, who)
-        except ValueError as error:
-            raise ValueError(str(error)) from error
-        if abs(features.fps - fps) > 1e-6:
-            raise ValueError(f"{who}: the features are at {features.fps:g} fps but fps is {fps:g}; encode at the "
-                             "video rate or set fps to match")
+        # the pipeline checks the features once (shape, row layout, fps: audio.features.check_features)
         device = torch_device(device)
         clips = math.ceil(features.frames / clip_frames)
         pipeline = singer_model.pipeline()

@@ -21,6 +21,8 @@ from .comfy_bridge import (
     FaceIdentityType,
     Motion,
     comfy_progress,
+    image_from_uint8,
+    image_to_uint8,
     model_folder_paths,
 )
 from .web_preview import audio_preview_ui, merge_ui, video_preview_ui
@@ -66,13 +68,6 @@ def detect_face_box(portrait: np.ndarray, detector: str, who: str):
     return boxes[0] if boxes else None
 
 
-def _images_to_uint8(images: torch.Tensor, who: str) -> np.ndarray:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{who}: expected an IMAGE batch (B, H, W, 3), got {shape}")
-    return (images[..., :3].clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
-
-
 class SingerSynthSinger(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -116,7 +111,7 @@ class SingerSynthSinger(io.ComfyNode):
         config = SynthSingerConfig(clips=1, size=size + size % 2, seconds=seconds, seed=seed, backing=backing,
                                    style=style, textured_background=textured_background)
         clip = generate_clip(config, 0, progress=comfy_progress())
-        frames = clip.frames.float() / 255.0  # (T, H, W, 3)
+        frames = image_from_uint8(clip.frames)  # (T, H, W, 3)
         audio = audio_to_comfy(clip.song.mix, clip.meta.sample_rate)
         video = InputImpl.VideoFromComponents(
             Types.VideoComponents(images=frames, audio=audio, frame_rate=Fraction(config.fps).limit_denominator(1001)))
@@ -216,7 +211,7 @@ class SingerFaceCrop(io.ComfyNode):
     @classmethod
     def execute(cls, image, expand_ratio, size, detector="auto", face_box="", face_mask=None) -> io.NodeOutput:
         who = "SingerFaceCrop"
-        portrait = _images_to_uint8(image, who)[0]
+        portrait = image_to_uint8(image, who)[0]
         height, width = portrait.shape[:2]
         box = user_face_box(face_box, face_mask, width, height, who)
         if box is None:
@@ -225,7 +220,7 @@ class SingerFaceCrop(io.ComfyNode):
             raise ValueError(f"{who}: no face found in the {width}x{height} image; use a frontal portrait where the "
                              "face covers at least a tenth of the shorter side, or give face_box / face_mask")
         crop, transform = square_crop(portrait, expand_box(box, expand_ratio), size)
-        face = torch.from_numpy(crop).float()[None] / 255.0
+        face = image_from_uint8(crop)
         return io.NodeOutput(face, transform)
 
 
@@ -251,11 +246,11 @@ class SingerFacePaste(io.ComfyNode):
     @classmethod
     def execute(cls, image, faces, crop, feather) -> io.NodeOutput:
         who = "SingerFacePaste"
-        portrait = _images_to_uint8(image, who)[0]
+        portrait = image_to_uint8(image, who)[0]
         if portrait.shape[:2] != (crop.image_height, crop.image_width):
             raise ValueError(f"{who}: the image is {portrait.shape[1]}x{portrait.shape[0]} but the crop was cut "
                              f"from a {crop.image_width}x{crop.image_height} image; connect the same portrait")
-        generated = _images_to_uint8(faces, who)
+        generated = image_to_uint8(faces, who)
         out = np.empty((generated.shape[0], *portrait.shape), dtype=np.uint8)
         progress = comfy_progress(len(generated))
         whole_frames = generated.shape[1:3] == portrait.shape[:2]  # not crops: frames aligned with the portrait
@@ -264,4 +259,4 @@ class SingerFacePaste(io.ComfyNode):
                 face = square_crop(face, (crop.x0, crop.y0, crop.side, crop.side), crop.size)[0]
             out[index] = paste_back(portrait, face, crop, feather=feather)
             progress(index + 1, len(generated))
-        return io.NodeOutput(torch.from_numpy(out).float() / 255.0)
+        return io.NodeOutput(image_from_uint8(out))

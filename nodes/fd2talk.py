@@ -17,10 +17,10 @@ from .comfy_bridge import (
     model_folder,
     model_locations,
     model_subfolders,
+    portrait_from_image,
     resolve_model_path,
     torch_device,
 )
-from .diffusion import _portrait
 from .web_preview import video_preview_ui
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class SingerAnimatePortrait(io.ComfyNode):
         from ..singer_core.diffusion.fd2talk_portrait import animate_portrait
 
         who = "SingerAnimatePortrait"
-        portrait = _portrait(image, who)
+        portrait = portrait_from_image(image, who)
         count = motion.exp.shape[0]
         try:
             frames = animate_portrait(frame_model, portrait, motion, steps=steps, eta=eta, seed=seed,

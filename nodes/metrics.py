@@ -14,6 +14,7 @@ from .comfy_bridge import (
     FaceIdentityType,
     Motion,
     comfy_progress,
+    image_from_uint8,
     model_files,
     model_folder,
     resolve_model_path,
@@ -121,7 +122,7 @@ class SingerEvaluate(io.ComfyNode):
             raise ValueError(f"{who}: {error}") from error
         table = markdown_table(evaluation, title=f"SINGER evaluation: {frames.shape[0]} frames")
         logger.info("%s:\n%s", who, table)
-        plot = torch.from_numpy(evaluation_plot(evaluation)).float()[None] / 255.0
+        plot = image_from_uint8(evaluation_plot(evaluation))
         return io.NodeOutput(table, plot, ui=merge_ui(ui.PreviewText(table), ui.PreviewImage(plot, cls=cls)))
 
 

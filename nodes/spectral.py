@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import torch
 from comfy_api.latest import io
 
 from ..singer_core.ops import wavelet
@@ -18,7 +17,7 @@ from ..singer_core.spectral.visualize import (
     audio_subband_image,
     feature_subband_image,
 )
-from .comfy_bridge import AudioFeatures
+from .comfy_bridge import AudioFeatures, image_from_uint8
 from .web_preview import SUBBAND_KEY, preview_directory, write_png_preview
 
 logger = logging.getLogger(__name__)
@@ -127,5 +126,5 @@ class SingerWaveletSubbands(io.ComfyNode):
                 images = [feature_subband_image(audio.features, config, row=feature_row, fps=audio.fps)]
         except ValueError as error:
             raise ValueError(f"SingerWaveletSubbands: {error}") from error
-        batch = torch.from_numpy(np.stack(images)).float() / 255.0
+        batch = image_from_uint8(np.stack(images))
         return io.NodeOutput(batch, ui=subband_preview_ui(images, config))

@@ -10,12 +10,16 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from comfy_api.latest import io, ui
 
 from ..singer_core.train import TASKS
 from .comfy_bridge import MOTION_MODEL_FOLDER, input_file_path, torch_device
+
+if TYPE_CHECKING:  # the loop module is imported when a run starts
+    from ..singer_core.train.loop import StepReport
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +101,7 @@ def _send_text(text: str, node_id: str | None) -> None:
         logger.debug("SingerTrain: no progress text (%s)", error)
 
 
-def training_progress(node_id: str | None, task: str):
+def training_progress(node_id: str | None, task: str) -> StepReport:
     """progress(step, total, scalars) for singer_core.train.loop.train: ComfyUI's progress bar, a text line with
     the loss under the node (throttled), and Cancel (the interruption check raises; the loop then writes a
     checkpoint of the last finished step and re-raises)."""

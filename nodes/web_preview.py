@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..singer_core.io.image import to_uint8
+
 logger = logging.getLogger(__name__)
 
 AUDIO_KEY = "singer_audio"
@@ -101,11 +103,7 @@ def write_video_preview(frames: torch.Tensor, fps: float, directory: str | Path,
     if not isinstance(frames, (torch.Tensor, np.ndarray)) or frames.ndim != 4 or frames.shape[-1] != 3:
         shape = tuple(frames.shape) if hasattr(frames, "shape") else type(frames).__name__
         raise ValueError(f"write_video_preview: frames must be (T, H, W, 3), got {shape}")
-    if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu()
-        if frames.dtype != torch.uint8:
-            frames = (frames.float().clamp(0, 1) * 255.0).round().to(torch.uint8)
-        frames = frames.numpy()
+    frames = to_uint8(frames)
     samples, rate = None, None
     if audio is not None:
         waveform, rate = audio_from_comfy(audio, "write_video_preview")

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+from singer_core.audio.encoders import MEL_ENCODER_NAME
 from tests.cli_run import run_cli
 from tests.toy_models import save_tiny_motion_model, tiny_motion_config
 
@@ -56,7 +57,7 @@ def _wav(path: Path, seconds: float = 1.0, rate: int = 16000, codec: str | None 
     return write_audio(path, _song(seconds, rate), rate, codec=codec)
 
 
-def _features(frames: int = 10, fps: float = 25.0, encoder: str = "mel-80", rows: int = 16, width: int = 80):
+def _features(frames: int = 10, fps: float = 25.0, encoder: str = MEL_ENCODER_NAME, rows: int = 16, width: int = 80):
     from singer_core.audio.features import SingerAudioFeatures
 
     data = torch.randn(frames, rows, width, generator=torch.Generator().manual_seed(0))

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from singer_core.audio.encoders import MEL_ENCODER_NAME
 from tests.cli_run import run_cli
 from tests.toy_models import ToyTask, save_tiny_motion_model
 
@@ -435,7 +436,7 @@ def test_features_save_on_a_full_disk(broken_folder):
     from singer_core.io.fs import FileSystemError
 
     folder = broken_folder("full")
-    features = SingerAudioFeatures(torch.randn(200, 16, 80), fps=25.0, encoder="mel-80", sample_rate=16000,
+    features = SingerAudioFeatures(torch.randn(200, 16, 80), fps=25.0, encoder=MEL_ENCODER_NAME, sample_rate=16000,
                                    num_samples=128000, rows="steps")
     with pytest.raises(FileSystemError, match="the disk is full.*free some space"):
         features.save(folder / "song.safetensors")

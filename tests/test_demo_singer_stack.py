@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from singer_core.audio.encoders import MEL_ENCODER_NAME
 from singer_core.demo.singer_stack import build_tiny_stack, render_singer_video
 from singer_core.diffusion import SingerNet
 from singer_core.diffusion.model_folder import TRAINING_INFO, encode_song, load_model_folder
@@ -115,4 +116,4 @@ def test_features_of_another_encoder_are_refused_with_the_needed_shape(stacks):
     with pytest.raises(ValueError, match=r"\(frames, 16, 80\) from 'mel-80'"):
         model.prepare_features(wrong)
     features = encode_song(model, _song(0.2), SONG_RATE, 25.0)
-    assert features.rows == "steps" and features.encoder == "mel-80" and tuple(features.features.shape) == (5, 16, 80)
+    assert features.rows == "steps" and features.encoder == MEL_ENCODER_NAME and tuple(features.features.shape) == (5, 16, 80)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from singer_core.audio.encoders import MEL_ENCODER_NAME
 from singer_core.eval import __main__ as cli
 from singer_core.eval import evaluate as evaluation
 
@@ -26,7 +27,7 @@ class _Oracle:
     """Returns each test clip's ground-truth motion, in the order evaluate_motion visits the clips."""
 
     class config:  # noqa: N801 -- mimics MotionModel.config
-        audio_encoder = "mel-80"
+        audio_encoder = MEL_ENCODER_NAME
 
     def __init__(self, root, clip_ids):
         from singer_core.data.format import read_clip

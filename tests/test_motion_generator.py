@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from singer_core.audio.encoders import MelEncoder
+from singer_core.audio.encoders import MEL_ENCODER_NAME, MelEncoder
 from singer_core.audio.features import SingerAudioFeatures
 from singer_core.face.motion_types import SingerMotion
 from singer_core.motion.dit import MotionDiT
@@ -16,7 +16,7 @@ from singer_core.motion.generator import MotionModel, MotionModelConfig, reduce_
 
 
 def tiny_config(**changes) -> MotionModelConfig:
-    base = dict(audio_encoder="mel-80", audio_rows=16, audio_width=80, audio_reduce="mean_rows", frames=8,
+    base = dict(audio_encoder=MEL_ENCODER_NAME, audio_rows=16, audio_width=80, audio_reduce="mean_rows", frames=8,
                 width=16, layers=1, heads=2, time_dim=8)
     base.update(changes)
     return MotionModelConfig(**base)
@@ -27,7 +27,7 @@ def tiny_model(**changes) -> MotionModel:
     return MotionModel(tiny_config(**changes)).eval()
 
 
-def features(frames=21, encoder="mel-80", rows=16, width=80, fps=25.0) -> SingerAudioFeatures:
+def features(frames=21, encoder=MEL_ENCODER_NAME, rows=16, width=80, fps=25.0) -> SingerAudioFeatures:
     data = torch.randn(frames, rows, width, generator=torch.Generator().manual_seed(frames))
     return SingerAudioFeatures(data, fps=fps, encoder=encoder, sample_rate=16000,
                                num_samples=int(frames / fps * 16000), rows="steps")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from singer_core.audio.encoders import MEL_ENCODER_NAME
 from singer_core.audio.features import SingerAudioFeatures
 from singer_core.motion.generator import MotionModel, MotionModelConfig
 
@@ -19,7 +20,7 @@ def tiny_model():
 
 def features(frames=20):
     return SingerAudioFeatures(features=torch.randn(frames, 16, 80, generator=torch.Generator().manual_seed(1)),
-                               fps=25.0, encoder="mel-80", sample_rate=16000, num_samples=frames * 640, rows="steps")
+                               fps=25.0, encoder=MEL_ENCODER_NAME, sample_rate=16000, num_samples=frames * 640, rows="steps")
 
 
 def test_generate_stays_inside_the_widened_training_range(tmp_path):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from singer_core.audio.encoders import MEL_ENCODER_NAME
 from singer_core.data.format import read_clip, read_index
 from singer_core.io.checkpoint import load_tensors
 from singer_core.train.lip_expert import LipExpertTask, SyncPairs
@@ -36,7 +37,7 @@ def test_motion_tiny_run_exports_a_loadable_model(cache, tmp_path):
     final = train("motion", config=SMALL, out=tmp_path / "run", device="cpu", cache_dir=cache, quiet=True,
                   progress=lambda step, total, scalars: seen.append(scalars))
     model = MotionModel.from_pretrained(final)
-    assert (model.config.layers, model.config.width, model.config.audio_encoder) == (2, 32, "mel-80")
+    assert (model.config.layers, model.config.width, model.config.audio_encoder) == (2, 32, MEL_ENCODER_NAME)
     assert len(seen) == 4 and {"loss_exp", "loss_pose", "grad_norm"} <= set(seen[0]) and "loss_sync" not in seen[0]
 
     # normalisation statistics: float64 numpy over every frame of the train split, read independently
@@ -166,7 +167,7 @@ def test_lip_expert_export_and_pairs(expert_folder):
     from singer_core.motion.lip_expert import LipExpert
 
     expert = LipExpert.from_pretrained(expert_folder)
-    assert expert.config.audio_encoder == "mel-80" and expert.config.hidden == 32
+    assert expert.config.audio_encoder == MEL_ENCODER_NAME and expert.config.hidden == 32
 
     # pairs on made-up tracks: positives aligned, negatives shifted by >= min_shift in the same clip
     config = dataclasses.replace(LipExpertTask.presets["tiny"], batch_size=16)

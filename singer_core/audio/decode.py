@@ -9,7 +9,6 @@ import math
 import os
 import re
 import struct
-from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from ..io.fs import FILE_SYSTEM_ERRNOS, fs_error, remove_quietly
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class DecodedAudio:
 
 def decode_audio(path: str | Path, *, start_seconds: float = 0.0, duration_seconds: float | None = None,
                  stream_index: int | None = None, on_damage: str = "error",
-                 progress: Callable[[int, int], None] | None = None) -> DecodedAudio:
+                 progress: Progress | None = None) -> DecodedAudio:
     """Decode one audio stream of a file (wav, flac, mp3, ogg/vorbis, opus, m4a/aac, alac, the audio track
     of mp4/mov/mkv/webm video, ...) to float32 at its native sample rate and channel layout.
 
@@ -544,7 +544,7 @@ _ENCODE_CHUNK = 1 << 15  # samples handed to the encoder per frame
 
 
 def write_audio(path: str | Path, waveform: torch.Tensor, sample_rate: int, *, codec: str | None = None,
-                bit_rate: int | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
+                bit_rate: int | None = None, progress: Progress | None = None) -> Path:
     """Encode (C, T) float audio to a file chosen by extension: .wav, .flac, .mp3, .ogg, .opus, .m4a.
 
     Integer codecs get samples rounded to the nearest step of 1/2**(bits-1) and clipped (x * 32768 for 16

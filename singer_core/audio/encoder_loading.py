@@ -12,13 +12,14 @@ from pathlib import Path
 import torch
 
 from ..io.checkpoint import load_torch_file
+from ..progress import Progress
 from .encoders import (
     ENCODER_KINDS,
     ENCODER_SAMPLE_RATE,
     KNOWN_AUDIO_ENCODERS,
+    MEL_ENCODER_NAME,
     AudioEncoder,
     MelEncoder,
-    Progress,
     _report,
 )
 
@@ -263,7 +264,7 @@ def load_audio_encoder(source: str | Path, *, kind: str | None = None, models_di
             them in and the ``huggingface-cli download`` command). ValueError: a file or folder that is
             not a wav2vec2/HuBERT encoder, a wrong ``kind``, missing/unexpected tensors (named).
     """
-    if str(source) == "mel-80":
+    if str(source) == MEL_ENCODER_NAME:
         return MelEncoder(dtype=dtype, device=device)
     if kind is not None and kind not in ENCODER_KINDS:
         raise ValueError(f"load_audio_encoder: kind must be one of {ENCODER_KINDS} or None, got {kind!r} "

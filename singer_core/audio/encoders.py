@@ -19,11 +19,11 @@ import dataclasses
 import logging
 import math
 import numbers
-from collections.abc import Callable
 from fractions import Fraction
 
 import torch
 
+from ..progress import Progress
 from .features import SingerAudioFeatures
 from .frames import (
     as_fraction,
@@ -39,11 +39,10 @@ logger = logging.getLogger(__name__)
 
 ENCODER_SAMPLE_RATE = 16000  # every encoder here consumes 16 kHz mono
 ENCODER_KINDS = ("wav2vec2", "hubert")
+MEL_ENCODER_NAME = "mel-80"  # MelEncoder.name: Wav2Lip's mel front end (no weights); stored in feature files
 SILENCE_PEAK = 2.0**-20  # about -120 dBFS, below 16-bit quantisation: "digital silence"
 _STATS_ELEMENTS = 1 << 20  # conv outputs per block of the GroupNorm statistics pass (4 MB in float32)
 _SCAN_BLOCK = 1 << 18  # samples per block when scanning the waveform
-
-Progress = Callable[[int, int], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +63,8 @@ KNOWN_AUDIO_ENCODERS: dict[str, KnownAudioEncoder] = {
     "facebook/hubert-large-ls960-ft": KnownAudioEncoder(
         "facebook/hubert-large-ls960-ft", "hubert", 1024, 24,
         "ER-NeRF / DAMC content encoder: last layer, two 50 Hz steps per frame (F, 2, 1024)"),
-    "mel-80": KnownAudioEncoder(
-        "mel-80", "mel", 80, 16, "Wav2Lip / SyncNet lip-sync expert, DAMC dynamic encoder: (F, 16, 80)"),
+    MEL_ENCODER_NAME: KnownAudioEncoder(
+        MEL_ENCODER_NAME, "mel", 80, 16, "Wav2Lip / SyncNet lip-sync expert, DAMC dynamic encoder: (F, 16, 80)"),
 }
 
 
@@ -423,7 +422,7 @@ class MelEncoder:
         device: where the STFT runs.
     """
 
-    name = "mel-80"
+    name = MEL_ENCODER_NAME
     kind = "mel"
     sample_rate = ENCODER_SAMPLE_RATE
     n_fft, hop_length, win_length = 800, 200, 800
@@ -441,7 +440,7 @@ class MelEncoder:
         self._filterbank = None
 
     def __repr__(self) -> str:
-        return f"MelEncoder('mel-80', dtype={self.dtype}, device={self.device})"
+        return f"MelEncoder({self.name!r}, dtype={self.dtype}, device={self.device})"
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> MelEncoder:
         """Same encoder on another device / dtype (returns a new one; there are no weights)."""

@@ -229,3 +229,72 @@ class SingerAudioFeatures:
             got = sorted(fields) if isinstance(fields, dict) else type(fields).__name__
             raise ValueError(f"SingerAudioFeatures.load: '{path}' metadata fields {got} != {sorted(_FIELDS)}")
         return cls(features=features.to(device), **fields)
+
+
+# ---- the one check of features against a model -------------------------------------------------------------
+def same_encoder(first: str, second: str) -> bool:
+    """Whether two encoder ids name the same encoder: equal, or equal last path components ignoring case (the
+    hub id "facebook/wav2vec2-base-960h" and a downloaded folder ".../wav2vec2-base-960h")."""
+
+    def short(name: str) -> str:
+        return name.rstrip("/\\").replace("\\", "/").split("/")[-1].lower()
+
+    return first == second or short(first) == short(second)
+
+
+def check_features(features: SingerAudioFeatures, who: str, *, model: str = "this model", encoder: str | None = None,
+                   trained_on: str | None = None, fps: float | None = None, fps_tolerance: float = 1e-6,
+                   fps_owner: str | None = None, shape: tuple[int, int] | None = None,
+                   rows: str | None = None) -> SingerAudioFeatures:
+    """Check song features against what a model takes: the pack's one such check, run once where features enter
+    a model (MotionModel.audio_vector, SingerPipeline, the NeRF renderer, the lip-sync evaluation); the code
+    behind that point trusts the features. Each expectation left None is not checked.
+
+    Args:
+        features: the SingerAudioFeatures to check.
+        who: the caller, first word of every message ("MotionModel", "SingerPipeline", ...).
+        model: how the messages name the model ("this model", "the network's AudioProj", "'subject'").
+        encoder: the encoder id the model was trained on, enforced (compared with `same_encoder`).
+        trained_on: the same, only named in the shape message (for models that accept any encoder of the
+            right shape).
+        fps: the frame rate the model was trained at / renders; fps_tolerance: the allowed difference;
+            fps_owner: what the message puts before that rate (default "<model> was trained at"; e.g. "the
+            video is at", "'subject' renders").
+        shape: (rows, width) per frame the model takes.
+        rows: the row layout the model takes, "layers" or "steps".
+
+    Returns:
+        `features`, unchanged.
+
+    Raises:
+        ValueError: what does not match (encoder, then fps, shape, row layout), what the model takes and how to
+            encode the song again.
+    """
+    if not isinstance(features, SingerAudioFeatures):
+        raise ValueError(f"{who}: expected SingerAudioFeatures (from Encode Audio or AudioEncoder.encode), got "
+                         f"{type(features).__name__}")
+    # 1. the encoder
+    if encoder is not None and not same_encoder(features.encoder, encoder):
+        raise ValueError(f"{who}: the audio features come from encoder '{features.encoder}', but {model} was "
+                         f"trained on '{encoder}'; encode the audio with '{encoder}'")
+    # 2. the frame rate
+    if fps is not None and abs(features.fps - fps) > fps_tolerance:
+        owner = fps_owner or f"{model} was trained at"
+        raise ValueError(f"{who}: the audio features are at {features.fps:g} fps, but {owner} {fps:g} "
+                         f"fps (the result would play {features.fps / fps:.2f}x too fast or slow against the song); "
+                         f"encode the audio at fps={fps:g}")
+    # 3. rows x width per frame
+    if shape is not None and (features.num_rows, features.width) != tuple(shape):
+        source = encoder or trained_on
+        raise ValueError(f"{who}: the audio features have {features.num_rows} rows x {features.width} width per "
+                         f"frame ((frames, {features.num_rows}, {features.width}) from '{features.encoder}'), but "
+                         f"{model} takes {shape[0]} x {shape[1]} ((frames, {shape[0]}, {shape[1]})"
+                         + (f" from '{source}'" if source else "") + "); encode the song with the encoder it was "
+                         "trained with and the same layer settings (Load Audio Encoder, Encode Audio)")
+    # 4. the row layout
+    if rows is not None and features.rows != rows:
+        fix = ("layers='all' (the hidden states of every transformer layer)" if rows == "layers" else
+               "an encoder that gives sub-frame steps (mel-80 windows, or HuBERT with steps_per_frame)")
+        raise ValueError(f"{who}: the audio features from '{features.encoder}' have rows={features.rows!r}, but "
+                         f"{model} takes rows={rows!r}; encode with {fix}")
+    return features

@@ -13,13 +13,13 @@ import dataclasses
 import functools
 import logging
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..io.config import JsonConfig
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def separate_vocals_dsp(
     sample_rate: int,
     *,
     config: DspSeparationConfig | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Separation:
     """Split a recording into vocals and accompaniment with STFT soft masks (no weights).
 

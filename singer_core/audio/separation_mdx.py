@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..io.config import JsonConfig
+from ..progress import Progress
 from .io import resample
 from .separation import Separation
 
@@ -292,7 +292,7 @@ class MdxNetSeparator:
         return torch.istft(full, p.n_fft, p.hop, window=window, center=True, length=p.chunk)
 
     def separate(
-        self, waveform: torch.Tensor, sample_rate: int, *, progress: Callable[[int, int], None] | None = None
+        self, waveform: torch.Tensor, sample_rate: int, *, progress: Progress | None = None
     ) -> Separation:
         """Separate vocals from accompaniment.
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..io.config import JsonConfig
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -441,7 +441,7 @@ def _play_band(config, rng, stems, beat_times, tick):
 
 
 def synthesize_song(
-    config: SongConfig | None = None, *, progress: Callable[[int, int], None] | None = None
+    config: SongConfig | None = None, *, progress: Progress | None = None
 ) -> SynthSong:
     """Synthesise a song (voice, optional band) with its ground-truth timelines.
 

@@ -28,7 +28,6 @@ import math
 import numbers
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ import torch
 
 from ..audio.io import resample
 from ..io.checkpoint import atomic_folder
+from ..progress import Progress
 from .wav import WavInfo, read_wav_span, wav_info
 
 logger = logging.getLogger(__name__)
@@ -300,7 +300,7 @@ def write_clip(
     tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     overwrite: bool = False,
     crf: int = 18,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Path:
     """Write one clip folder atomically (into a temporary sibling, then renamed).
 

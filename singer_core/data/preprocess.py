@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from ..io.cli import CliError, read_json_object, report_errors
 from ..io.config import JsonConfig
 from ..io.lock import folder_lock
 from ..io.video import VIDEO_SUFFIXES, iter_audio_blocks, iter_video_frames, probe_video
+from ..progress import Progress
 from .format import AUDIO_SAMPLE_RATE, ClipMeta, scan_clips, write_clip, write_index
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class PreprocessSummary:
 
 
 def preprocess_videos(videos_dir: str | Path, out_dir: str | Path, *, config: PreprocessConfig | None = None,
-                      progress: Callable[[int, int], None] | None = None, overwrite: bool = False
+                      progress: Progress | None = None, overwrite: bool = False
                       ) -> PreprocessSummary:
     """Turn every video in a folder into face-cropped 2-second clips with 16 kHz audio.
 

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from ..audio.synth import STYLES, SongConfig, SynthSong, synthesize_song
 from ..io.config import JsonConfig
 from ..io.lock import folder_lock
+from ..progress import Progress
 from .format import (
     ClipMeta,
     DatasetIndex,
@@ -185,7 +185,7 @@ def song_config(config: SynthSingerConfig, identity: Identity, clip_index: int) 
 
 
 def generate_clip(config: SynthSingerConfig, clip_index: int, *, model=None,
-                  progress: Callable[[int, int], None] | None = None) -> SynthClip:
+                  progress: Progress | None = None) -> SynthClip:
     """Generate clip `clip_index` of the dataset in memory.
 
     Args:
@@ -279,7 +279,7 @@ def write_synth_clip(root: str | Path, clip: SynthClip, *, overwrite: bool = Fal
 
 
 def generate_dataset(out: str | Path, config: SynthSingerConfig, *, overwrite: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> DatasetIndex:
+                     progress: Progress | None = None) -> DatasetIndex:
     """Generate a SynthSinger dataset into `out` and index it (4:1 train/test by identity).
 
     A clip folder already present from the same config is kept (an interrupted run resumes); any other

@@ -170,6 +170,7 @@ def _motion_preview(out: Path, song, rate: int, clip, seed: int, preset: str) ->
     from ..face.motion_types import FaceIdentity
     from ..face.procedural import procedural_model
     from ..face.render import render_coeffs
+    from ..io.image import to_uint8
     from ..io.video import write_video
     from ..motion.generator import MotionModel
     from ..train.loop import train
@@ -195,7 +196,7 @@ def _motion_preview(out: Path, song, rate: int, clip, seed: int, preset: str) ->
     frames = torch.empty(motion.frames, 256, 256, 3, dtype=torch.uint8)
     for start in range(0, motion.frames, 16):
         rendered = render_coeffs(face, full[start:start + 16], image_size=256, background=identity.background)
-        frames[start:start + 16] = (rendered.images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        frames[start:start + 16] = torch.from_numpy(to_uint8(rendered.images.permute(0, 2, 3, 1)))
     path = write_video(out / "motion_preview.mp4", frames, motion.fps, audio=song.mix, sample_rate=rate)
     return path, motion.frames, motion
 
@@ -209,6 +210,7 @@ def _fd2talk_video(out: Path, song, rate: int, motion, args) -> Path:
 
     from ..data.synthetic import generate_clip
     from ..diffusion.fd2talk_portrait import animate_portrait, load_frame_model
+    from ..io.image import to_uint8, to_unit
     from ..io.video import write_video
     from ..train.config import resolve_config
     from ..train.frames import FramesTask
@@ -229,11 +231,11 @@ def _fd2talk_video(out: Path, song, rate: int, motion, args) -> Path:
         shutil.rmtree(model_dir, ignore_errors=True)
         shutil.copytree(final, model_dir)
     # the portrait: the first frame of the singer the frame model was trained on
-    portrait = generate_clip(config.synth_config(), 0).frames[0].float() / 255
+    portrait = to_unit(generate_clip(config.synth_config(), 0).frames[0])
     frames = animate_portrait(load_frame_model(model_dir), portrait, motion, steps=args.sample_steps, seed=args.seed)
     frames = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2), size=(256, 256), mode="bilinear",
                                              align_corners=False)
-    frames = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    frames = torch.from_numpy(to_uint8(frames.permute(0, 2, 3, 1)))
     return write_video(out / "fd2talk_video.mp4", frames, motion.fps, audio=song.mix, sample_rate=rate)
 
 

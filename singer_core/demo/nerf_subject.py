@@ -7,16 +7,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from ..nerf.song_video import POSES_FILE, camera_path, load_nerf_subject, render_song
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 
 DEMO_PRESET = "demo"  # NerfTask preset trained by train_demo_nerf
 
@@ -99,9 +98,8 @@ def render_nerf_video(model_dir: str | Path, song_waveform: torch.Tensor, sample
     features = MelEncoder().encode(to_mono(waveform), sample_rate, subject.fps)
     poses = camera_path(subject, features.frames, camera)
     frames = render_song(subject, features, poses=poses, progress=progress)
-    video = (frames * 255.0).round().to(torch.uint8)
     audio = waveform if waveform.shape[0] <= 2 else to_mono(waveform)
-    return write_video(out_path, video, subject.fps, audio=audio, sample_rate=sample_rate, pad_odd=True)
+    return write_video(out_path, frames, subject.fps, audio=audio, sample_rate=sample_rate, pad_odd=True)
 
 
 __all__ = ["DEMO_PRESET", "render_nerf_video", "train_demo_nerf"]

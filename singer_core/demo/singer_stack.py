@@ -8,14 +8,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from ..diffusion.config import DiffusionConfig
 from ..diffusion.model_folder import (
-    MEL_ENCODER,
     TINY_SAMPLING,
     VAE_DIR,
     SingerTrainingInfo,
@@ -26,8 +25,7 @@ from ..diffusion.model_folder import (
 from ..diffusion.net import SingerNet
 from ..io.checkpoint import atomic_folder
 from ..ops.noise_schedule import NoiseSchedule
-
-Progress = Callable[[int, int], None]
+from ..progress import Progress
 
 # SynthSinger data of build_tiny_stack(small_data=True): 2 clips of 0.4 s (10 frames), enough for 4-frame samples
 SMALL_DATA = {"synth_clips": 2, "synth_seconds": 0.4}
@@ -54,7 +52,7 @@ def _write_random_stack(tmp: Path, seed: int) -> None:
     (tmp / "net").rmdir()
     tiny_vae(seed).save_pretrained(tmp / VAE_DIR, safe_serialization=True)
     SingerTrainingInfo(task="random (untrained)", vae=VAE_DIR, image_size=64, frames=8, motion_frames=2,
-                       audio=TrainingAudio(encoder=MEL_ENCODER), schedule=NoiseSchedule()).write(tmp)
+                       audio=TrainingAudio(encoder=MEL_ENCODER_NAME), schedule=NoiseSchedule()).write(tmp)
 
 
 def build_tiny_stack(out_dir: str | os.PathLike, *, cache_dir: str | os.PathLike, steps: int | None = None,
@@ -148,7 +146,7 @@ def render_singer_video(model_dir: str | os.PathLike, image, song_waveform: torc
         model.pipeline()(image, features=features, progress=progress, steps=steps, guidance=guidance, seed=seed,
                          landmarks=landmarks, face_box=face_box, crop_ratio=crop_ratio, clip_frames=model.clip_frames,
                          motion_frames=model.motion_frames, fps=fps, device="cpu", dtype="fp32",
-                         frame_sink=lambda frames: writer.write((frames.clamp(0, 1) * 255.0).round().to(torch.uint8)))
+                         frame_sink=writer.write)
     return Path(out_path)
 
 

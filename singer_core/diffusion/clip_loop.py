@@ -23,12 +23,12 @@ import torch
 
 from ..io.config import JsonConfig
 from ..ops.noise_schedule import NoiseSchedule, sample_ddim
+from ..progress import Progress
 from .audio_modules import RegionMasks
 from .sampling import clip_conditions, sample_clip
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 SOLVERS = ("ddim", "dpmpp", "unipc")
 DEFAULT_SCHEDULE = NoiseSchedule()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,10 +20,10 @@ from torch import nn
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig
 from ..ops.noise_schedule import NoiseSchedule, sample_ddim
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 CONDITIONS = ("dual", "concat")
 MOTION_DIM = 70  # FD2Talk: expression (64) + pose (3 angles + 3 translations)
 

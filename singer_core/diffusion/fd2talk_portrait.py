@@ -12,19 +12,19 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from ..face.motion_types import SingerMotion
+from ..io.image import from_model
 from ..ops.noise_schedule import NoiseSchedule
+from ..progress import Progress
 from .fd2talk_decoder import FrameAutoencoder
 from .fd2talk_frames import MOTION_DIM, FrameUNet, sample_frame_latents
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 FRAME_MODEL_INFO = "fd2talk_frames.json"
 
 
@@ -118,5 +118,5 @@ def animate_portrait(model: FrameModel, portrait: torch.Tensor, motion: SingerMo
         latents = sample_frame_latents(model.unet, rows[start:stop], reference, schedule=model.schedule, steps=steps,
                                        eta=eta, seed=generator, frame_batch=frame_batch, progress=report)
         decoded = model.autoencoder.decode(reference.expand(stop - start, -1, -1, -1).to(latents), latents)
-        out[start:stop] = (decoded.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+        out[start:stop] = from_model(decoded)
     return out

@@ -19,23 +19,23 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from ..audio.features import SingerAudioFeatures
+from ..audio.encoders import MEL_ENCODER_NAME
+from ..audio.features import SingerAudioFeatures, check_features, same_encoder
 from ..io.checkpoint import atomic_write_bytes
 from ..ops.noise_schedule import NoiseSchedule
+from ..progress import Progress
 from .net import SingerNet
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 
 TRAINING_INFO = "singer_training.json"  # written by the singer trainer next to config.json / model.safetensors
 VAE_DIR = "vae"
-MEL_ENCODER = "mel-80"
 DEFAULT_AUDIO_ENCODER = "facebook/wav2vec2-base-960h"  # what a folder without singer_training.json is assumed to use
 
 
@@ -218,7 +218,7 @@ class SingerVideoModel:
 
     def builtin_audio_encoder(self):
         """The audio encoder when it needs no weights (mel-80), else None (connect a loaded one)."""
-        if self.audio_encoder == MEL_ENCODER:
+        if self.audio_encoder == MEL_ENCODER_NAME:
             from ..audio.encoders import MelEncoder
 
             return MelEncoder()
@@ -231,22 +231,16 @@ class SingerVideoModel:
         (16, 80) rows (the pipeline accepts those as they are).
         """
         config = self.net.config
-        if (features.num_rows, features.width) != (config.audio_blocks, config.audio_channels):
-            raise ValueError(f"{who}: the audio features are (frames, {features.num_rows}, {features.width}) from "
-                             f"'{features.encoder}', but this model takes (frames, {config.audio_blocks}, "
-                             f"{config.audio_channels}) from '{self.audio_encoder}'; encode the song with that "
-                             "encoder (Load Audio Encoder)")
-        if features.rows != "layers" and features.encoder != MEL_ENCODER:
-            raise ValueError(f"{who}: features from '{features.encoder}' have rows={features.rows!r}; encode "
-                             "with layers='all' (every transformer layer) for SINGER")
-        return features
+        return check_features(features, who, trained_on=self.audio_encoder,
+                              shape=(config.audio_blocks, config.audio_channels),
+                              rows=None if same_encoder(features.encoder, MEL_ENCODER_NAME) else "layers")
 
     def pipeline(self):
         """A SingerPipeline over this model's parts (audio is given to it as features)."""
         from .pipeline import SingerPipeline
 
         return SingerPipeline.from_parts(self.net, self.vae, face_model_path=self.face_model_path,
-                                         schedule=self.schedule)
+                                         schedule=self.schedule, audio_encoder_name=self.audio_encoder)
 
 
 def load_model_folder(folder: str | os.PathLike, *, vae=None, face_model_path: str | os.PathLike | None = None,
@@ -310,5 +304,5 @@ def encode_song(model: SingerVideoModel, waveform: torch.Tensor, sample_rate: in
     return model.prepare_features(features, "encode_song")
 
 
-__all__ = ["MEL_ENCODER", "TINY_SAMPLING", "TRAINING_INFO", "VAE_DIR", "SamplingSettings", "SingerTrainingInfo",
+__all__ = ["TINY_SAMPLING", "TRAINING_INFO", "VAE_DIR", "SamplingSettings", "SingerTrainingInfo",
            "SingerVideoModel", "TrainingAudio", "encode_song", "load_model_folder", "read_training_info"]

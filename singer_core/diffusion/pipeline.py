@@ -12,12 +12,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..audio.features import SingerAudioFeatures
+from ..audio.encoders import MEL_ENCODER_NAME
+from ..audio.features import SingerAudioFeatures, check_features, same_encoder
 from ..face.crop import HALLO_EXPAND_RATIO, CropTransform, expand_box, paste_back, square_crop
 from ..face.detect import Box
 from ..face.user_box import box_from_landmarks, check_box
 from ..io.config import JsonConfig
+from ..io.image import to_model, to_uint8, unit_array
 from ..ops.noise_schedule import NoiseSchedule
+from ..progress import Progress
 from .clip_loop import SOLVERS, SamplerPlan, iter_clips
 from .config import DiffusionConfig
 from .face_embedding import (
@@ -32,7 +35,6 @@ from .vae import decode_latents, encode_images, vae_downscale
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 FrameSink = Callable[[torch.Tensor], None]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -169,24 +171,6 @@ def use_sdpa_attention(module: torch.nn.Module) -> int:
     return count
 
 
-def _as_image(image) -> np.ndarray:
-    """(H, W, 3) float32 0..1 numpy from a float (0..1) or uint8 array/tensor."""
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu()
-        image = image[0] if image.dim() == 4 and image.shape[0] == 1 else image
-        image = image.numpy()
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"SingerPipeline: image must be (H, W, 3) RGB, got shape {image.shape}; take one "
-                         "image of a batch (image[0])")
-    image = image[..., :3]
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    if not np.issubdtype(image.dtype, np.floating):
-        raise ValueError(f"SingerPipeline: image must be uint8 or float (0..1), got {image.dtype}")
-    return np.clip(image.astype(np.float32), 0.0, 1.0)
-
-
 class _Offload:
     """Keeps a module on the CPU except while its forward runs (forward pre/post hooks)."""
 
@@ -214,9 +198,13 @@ class SingerPipeline:
     """
 
     def __init__(self, net: SingerNet, vae, *, face_embedder: FaceEmbedder | None = None, audio_encoder=None,
-                 config: PipelineOptions | None = None, schedule: NoiseSchedule | None = None) -> None:
+                 config: PipelineOptions | None = None, schedule: NoiseSchedule | None = None,
+                 audio_encoder_name: str | None = None) -> None:
         self.net, self.vae = net.eval(), vae.eval()
         self.face_embedder, self.audio_encoder = face_embedder, audio_encoder
+        # the encoder the net was trained on, named when features do not fit (not enforced: any encoder of the
+        # right shape works)
+        self.audio_encoder_name = audio_encoder_name or getattr(audio_encoder, "name", None)
         self.config = config or PipelineOptions()
         self.schedule = schedule or NoiseSchedule()
         net_config: DiffusionConfig = net.config
@@ -232,17 +220,19 @@ class SingerPipeline:
     @classmethod
     def from_parts(cls, net: SingerNet, vae, *, face_model_path: str | os.PathLike | None = None,
                    audio_encoder=None, config: PipelineOptions | None = None,
-                   schedule: NoiseSchedule | None = None) -> SingerPipeline:
+                   schedule: NoiseSchedule | None = None, audio_encoder_name: str | None = None) -> SingerPipeline:
         """A pipeline from loaded parts.
 
         net: SingerNet (load_net_pth or from_pretrained); vae: diffusers AutoencoderKL (load_vae / tiny_vae);
         face_model_path: ArcFace .onnx (e.g. Hallo's glintr100.onnx); None = zero identity embedding (with a
         warning at each call: the face then comes from the reference attention alone); audio_encoder: an
         AudioEncoder (wav2vec2-base-960h, all layers) used when a call gives audio instead of features;
-        config: default PipelineOptions; schedule: training noise schedule (Hallo's by default).
+        config: default PipelineOptions; schedule: training noise schedule (Hallo's by default);
+        audio_encoder_name: the encoder the net was trained on, for error messages (default: audio_encoder's).
         """
         embedder = None if face_model_path is None else FaceEmbedder(face_model_path)
-        return cls(net, vae, face_embedder=embedder, audio_encoder=audio_encoder, config=config, schedule=schedule)
+        return cls(net, vae, face_embedder=embedder, audio_encoder=audio_encoder, config=config, schedule=schedule,
+                   audio_encoder_name=audio_encoder_name)
 
     # ---- conditions ------------------------------------------------------------------------------
     def _face_box(self, image_u8: np.ndarray, face_box, landmarks, options: PipelineOptions
@@ -323,18 +313,12 @@ class SingerPipeline:
             finally:
                 if moved:
                     encoder.to("cpu")
+        # the one check of the features (nodes and callers do not re-check); tiny stacks take mel windows as rows
         config = self.net.config
-        if features.rows != "layers" and features.encoder != "mel-80":  # tiny stacks take mel windows as rows
-            raise ValueError(f"SingerPipeline: features have rows={features.rows!r}; SINGER needs the hidden "
-                             "states of every layer (AudioEncoder.encode(..., layers='all'))")
-        if (features.num_rows, features.width) != (config.audio_blocks, config.audio_channels):
-            raise ValueError(f"SingerPipeline: features are (F, {features.num_rows}, {features.width}) but the "
-                             f"network's AudioProj takes (F, {config.audio_blocks}, {config.audio_channels}); "
-                             "encode with the encoder it was trained with (wav2vec2-base-960h, all 12 layers)")
-        if abs(features.fps - options.fps) > 1e-6:
-            raise ValueError(f"SingerPipeline: features are at {features.fps:g} fps but the video is at "
-                             f"{options.fps:g}; encode the audio at the video rate")
-        return features
+        return check_features(features, "SingerPipeline", model="the network's AudioProj",
+                              trained_on=self.audio_encoder_name, shape=(config.audio_blocks, config.audio_channels),
+                              rows=None if same_encoder(features.encoder, MEL_ENCODER_NAME) else "layers",
+                              fps=options.fps, fps_owner="the video is at")
 
     # ---- the run ---------------------------------------------------------------------------------
     def __call__(self, image, audio: torch.Tensor | None = None, sample_rate: int | None = None, *,
@@ -358,8 +342,8 @@ class SingerPipeline:
         options = dataclasses.replace(options or self.config, **overrides)
         device = options.torch_device()
         dtype = options.torch_dtype(device)
-        portrait = _as_image(image)
-        portrait_u8 = np.rint(portrait * 255.0).astype(np.uint8)
+        portrait = unit_array(image, "SingerPipeline")  # (H, W, 3) float32 0..1: a view of a CPU float32 portrait
+        portrait_u8 = to_uint8(portrait)  # for the face detector and the identity embedder
         # 1. audio features (first: the cheapest place to fail on a bad song)
         features = self._features(audio, sample_rate, features, options, device)
         # 2. face box, crop, masks, identity
@@ -377,8 +361,7 @@ class SingerPipeline:
         self.vae.to(device=device, dtype=dtype)
         offloads: list[_Offload] = []
         try:
-            pixels = torch.from_numpy(crop).permute(2, 0, 1)[None] * 2.0 - 1.0
-            reference = encode_images(self.vae, pixels).to(device=device, dtype=dtype)
+            reference = encode_images(self.vae, to_model(crop)).to(device=device, dtype=dtype)
             if options.offload:
                 self.vae.to("cpu")
                 offloads.append(_Offload(self.net.reference_unet, device))
@@ -425,7 +408,7 @@ class SingerPipeline:
         """Latents (M, C, h, w) decoded to pixels and encoded again (the official motion-frame path)."""
         param = next(self.vae.parameters())
         pixels = decode_latents(self.vae, latents.to(device=param.device, dtype=param.dtype))  # (M, H, W, 3) 0..1
-        return encode_images(self.vae, pixels.permute(0, 3, 1, 2) * 2.0 - 1.0).to(latents)
+        return encode_images(self.vae, to_model(pixels)).to(latents)
 
     @staticmethod
     def _box_in_crop(box: Box, transform: CropTransform) -> tuple[float, float, float, float]:

@@ -10,11 +10,10 @@ from collections.abc import Callable
 import torch
 
 from ..ops.noise_schedule import NoiseSchedule, sample_ddim
+from ..progress import Progress
 from .audio_modules import RegionMasks
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
 
 
 def _doubled(masks: RegionMasks | None) -> RegionMasks | None:

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from ..io.image import from_model
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
 VAE_SCALE = 0.18215  # SD1.5 latent scaling factor (sd-vae-ft-mse config "scaling_factor")
 SD_VAE_FT_MSE = "stabilityai/sd-vae-ft-mse"  # hub id of the VAE Hallo/SINGER decode with
-
-Progress = Callable[[int, int], None]
 
 
 def autoencoder_kl_kwargs(*, block_out_channels: tuple[int, ...], layers_per_block: int, latent_channels: int,
@@ -150,7 +150,7 @@ def decode_latents(vae, latents: torch.Tensor, *, slice_frames: int = 8,
             stop = min(total, start + slice_frames)
             batch = flat[start:stop].to(device=param.device, dtype=param.dtype) / scale
             images = vae.decode(batch).sample
-            out[start:stop] = (images.float() / 2 + 0.5).clamp_(0, 1).permute(0, 2, 3, 1).cpu()
+            out[start:stop] = from_model(images)
             if progress is not None:
                 progress(stop, total)
     return out

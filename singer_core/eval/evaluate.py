@@ -7,17 +7,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..audio.encoders import MEL_ENCODER_NAME
+from ..audio.features import check_features
+from ..progress import Progress
 from . import motion as metrics
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
 
 # (key, label, better) of the table rows; better: "low", "high" or "" (closer to ground truth)
 MOTION_ROWS = (
@@ -107,9 +107,7 @@ class _LipSync:
         from ..motion.lip_expert import mouth_motion
 
         config = self.expert.config
-        if features.encoder != config.audio_encoder:
-            raise ValueError(f"evaluate_motion: the lip expert was trained on '{config.audio_encoder}' audio "
-                             f"but the features are '{features.encoder}'")
+        check_features(features, "evaluate_motion", model="the lip expert", encoder=config.audio_encoder)
         parameter = next(self.expert.parameters())
         audio = reduce_audio_rows(features.features, config.audio_reduce)
         mouth = mouth_motion(self.face_model, exp.to(self.face_model.dtype), self.indices)
@@ -189,8 +187,8 @@ def evaluate_motion(model, data_dir, *, split: str = "test", steps: int = 50, et
         raise ValueError(f"evaluate_motion: the '{split}' split of '{data_dir}' has no clips; generate more clips "
                          "(a test split needs at least 5 identities at test_fraction 0.2) or use split='all'")
     if encoder is None:
-        wanted = getattr(model.config, "audio_encoder", "mel-80")
-        if wanted != "mel-80":
+        wanted = getattr(model.config, "audio_encoder", MEL_ENCODER_NAME)
+        if wanted != MEL_ENCODER_NAME:
             raise ValueError(f"evaluate_motion: the model expects '{wanted}' audio features; pass encoder= "
                              "(load it with singer_core.audio.encoder_loading)")
         from ..audio.encoders import MelEncoder

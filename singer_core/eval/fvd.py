@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..progress import Progress
+
 logger = logging.getLogger(__name__)
 
 I3D_FILE = "i3d_torchscript.pt"
@@ -112,7 +114,7 @@ def _clips(videos, where: str) -> torch.Tensor:
 
 
 def i3d_features(videos, detector: Callable, *, batch_size: int = 8, device="cpu",
-                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                 progress: Progress | None = None) -> np.ndarray:
     """I3D features of clips.
 
     Each clip is converted to float, uint8 scaled by 1/255, resized per frame to 224 x 224 (bilinear,
@@ -152,7 +154,7 @@ def i3d_features(videos, detector: Callable, *, batch_size: int = 8, device="cpu
 
 
 def fvd(videos_a, videos_b, i3d_path, *, batch_size: int = 8, device="cpu",
-        progress: Callable[[int, int], None] | None = None) -> float:
+        progress: Progress | None = None) -> float:
     """Fréchet Video Distance between two sets of clips.
 
     Args:

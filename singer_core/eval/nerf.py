@@ -17,10 +17,11 @@ import argparse
 import json
 import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def mouth_scores(pred: torch.Tensor, target: torch.Tensor, landmarks: torch.Tens
 def evaluate_nerf(checkpoint: str | Path, data: str | Path, *, lpips_backbone: str | None = None,
                   lpips_linear: str | None = None, lpips_net: str = "alex", max_frames: int | None = None,
                   device: str = "cpu", save_frames: str | Path | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> dict:
+                  progress: Progress | None = None) -> dict:
     """Render the held-out frames of a subject and score them.
 
     Args:

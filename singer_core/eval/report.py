@@ -7,14 +7,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
-logger = logging.getLogger(__name__)
+from ..progress import Progress
 
-Progress = Callable[[int, int], None]
+logger = logging.getLogger(__name__)
 
 CPBD_MAX_FRAMES = 50  # CPBD runs on at most this many evenly spaced frames (it is slow; edges are pooled)
 PSNR_PLOT_CAP = 60.0  # dB: infinite PSNR (identical frames) is drawn at this height

@@ -1,4 +1,20 @@
-"""Portrait files read as (H, W, 3) uint8 RGB whatever their mode: CMYK, palette, gray + alpha, 16-bit, animated.
+"""Images in the pack's layouts and the one converter between each pair of them; portrait files read as (H, W, 3)
+uint8 RGB whatever their mode: CMYK, palette, gray + alpha, 16-bit, animated.
+
+The layouts (channels-last unless named "model"):
+
+=================  ==============================  ==========================================================
+name               shape, dtype, range             who uses it
+=================  ==============================  ==========================================================
+unit               (..., H, W, 3) float32 0..1     ComfyUI IMAGE batches, our frames and portraits (torch)
+uint8              (..., H, W, 3) uint8 0..255     OpenCV (crop, detectors), video files, PNG (numpy)
+model              (N, 3, H, W) float -1..1        VAE / UNet pixels (Hallo, SD1.5: ``x * 2 - 1``)
+=================  ==============================  ==========================================================
+
+`rgb_channels` makes (..., C) images with 1-4 channels RGB; `portrait_from_batch` takes the portrait out of a
+ComfyUI IMAGE batch (the nodes call it through ``nodes/comfy_bridge.py``); `to_uint8` / `to_unit` convert
+between unit and uint8; `unit_array` gives the unit numpy view OpenCV code needs (no copy for a CPU float32
+tensor already in 0..1); `to_model` / `from_model` convert unit <-> model pixels.
 
 Pillow opens the file; the EXIF orientation is applied (a phone photo stored sideways is turned upright, so the
 face detector finds an upright face); an animated GIF / WebP / APNG gives its first frame; CMYK (JPEGs from print
@@ -16,10 +32,118 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 logger = logging.getLogger(__name__)
 
 WHITE = (255, 255, 255)
+
+
+# ---- converters between the layouts -----------------------------------------------------------------------
+def rgb_channels(images: torch.Tensor, who: str) -> torch.Tensor:
+    """(..., H, W, C) -> (..., H, W, 3): gray (C = 1) repeated, gray + alpha (2) gray repeated, RGBA (4) alpha
+    dropped, RGB (3) unchanged (a view, no copy).
+
+    Raises:
+        ValueError: another channel count (named, with the accepted ones).
+    """
+    channels = images.shape[-1]
+    if channels == 3:
+        return images
+    if channels in (1, 2):
+        return images[..., :1].expand(*images.shape[:-1], 3)
+    if channels == 4:
+        return images[..., :3]
+    raise ValueError(f"{who}: image has {channels} channels; give an RGB (3), RGBA (4) or grayscale (1) image")
+
+
+def portrait_from_batch(images: torch.Tensor, who: str, *, min_side: int = 1) -> torch.Tensor:
+    """The portrait of a ComfyUI IMAGE batch: (B, H, W, C) or (H, W, C) float 0..1 -> (H, W, 3) float32 0..1.
+
+    The first item (a warning names the batch size when it has more); channels by `rgb_channels`; values
+    clamped to 0..1; contiguous. This is the only conversion between a node's IMAGE input and the pipelines
+    (the SINGER pipeline turns it into VAE pixels with `unit_array` + crop + `to_model`, no other copy).
+
+    Raises:
+        ValueError: not a tensor of 3 or 4 dims, a bad channel count, or a side below `min_side` pixels.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim not in (3, 4):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{who}: image must be an IMAGE batch (B, H, W, C), got {shape}")
+    images = images if images.ndim == 4 else images[None]
+    if images.shape[0] > 1:
+        logger.warning("%s: the IMAGE batch has %d images; using the first as the portrait", who, images.shape[0])
+    portrait = rgb_channels(images[0].float(), who)
+    height, width = portrait.shape[:2]
+    if min(height, width) < min_side:
+        raise ValueError(f"{who}: the portrait is {width}x{height} px; give at least {min_side} px on each side "
+                         "(a face crop is resized to the model's size, 512 px for SINGER)")
+    return portrait.clamp(0, 1).contiguous()
+
+
+def to_uint8(images) -> np.ndarray:
+    """unit -> uint8: float 0..1 (torch on any device, or numpy; any shape) -> C-contiguous numpy uint8
+    round(x * 255), values outside 0..1 clipped (round half to even, as np.rint / torch.round). uint8 input is
+    returned as is."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu()
+        images = images.numpy() if images.dtype == torch.uint8 else images.float().numpy()
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    return np.ascontiguousarray(np.clip(np.rint(images.astype(np.float32, copy=False) * 255.0), 0, 255), np.uint8)
+
+
+def to_unit(images) -> torch.Tensor:
+    """uint8 -> unit: (..., H, W, C) uint8 numpy or torch -> torch float32 x / 255 (same device for torch)."""
+    images = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if images.dtype != torch.uint8:
+        raise ValueError(f"to_unit: expected uint8 images (0..255), got {images.dtype}")
+    return images.float() / 255.0
+
+
+def unit_array(image, who: str) -> np.ndarray:
+    """One RGB image as the (H, W, 3) float32 0..1 numpy array OpenCV code takes.
+
+    image: (H, W, 3|4) or (1, H, W, 3|4) float 0..1 or uint8, numpy or torch. A CPU float32 tensor already in
+    0..1 (what `portrait_from_batch` returns) is viewed, not copied; uint8 is divided by 255; floats outside
+    0..1 are clipped.
+    """
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        image = image[0] if image.dim() == 4 and image.shape[0] == 1 else image
+        image = image.numpy()
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"{who}: image must be (H, W, 3) RGB, got shape {image.shape}; take one image of a batch "
+                         "(image[0])")
+    image = image[..., :3]
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"{who}: image must be uint8 or float (0..1), got {image.dtype}")
+    image = np.ascontiguousarray(image, dtype=np.float32)  # no copy for a contiguous float32 image
+    if image.size and (image.min() < 0.0 or image.max() > 1.0):
+        image = np.clip(image, 0.0, 1.0)
+    return image
+
+
+def to_model(images) -> torch.Tensor:
+    """unit -> model: (N, H, W, 3) or (H, W, 3) float 0..1 (numpy or torch) -> (N, 3, H, W) x * 2 - 1 (Hallo's
+    ``transforms.Normalize([0.5], [0.5])``), float32 for numpy input, the tensor's dtype and device otherwise."""
+    images = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+    images = images[None] if images.dim() == 3 else images
+    if images.dim() != 4:
+        raise ValueError(f"to_model: images must be (N, H, W, 3) or (H, W, 3), got {tuple(images.shape)}")
+    return images.permute(0, 3, 1, 2) * 2.0 - 1.0
+
+
+def from_model(images: torch.Tensor) -> torch.Tensor:
+    """model -> unit: (N, 3, H, W) in -1..1 (any dtype / device) -> (N, H, W, 3) float32 on the CPU,
+    x / 2 + 0.5 clamped to 0..1 (Hallo's ``(video / 2 + 0.5).clamp(0, 1)``)."""
+    if images.dim() != 4:
+        raise ValueError(f"from_model: images must be (N, 3, H, W), got {tuple(images.shape)}")
+    return (images.float() / 2 + 0.5).clamp_(0, 1).permute(0, 2, 3, 1).cpu()
 
 
 def load_image(path: str | os.PathLike, *, background: tuple[int, int, int] = WHITE) -> np.ndarray:

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -15,7 +15,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..progress import Progress
 from .fs import raise_file_system_error, remove_quietly
+from .image import to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 def iter_video_frames(path: str | Path, *, fps: float | None = None, start_seconds: float = 0.0,
                       duration_seconds: float | None = None, max_size: int | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> Iterator[VideoFrame]:
+                      progress: Progress | None = None) -> Iterator[VideoFrame]:
     """Stream the frames of a video one at a time (memory flat in the video's length).
 
     Resampling to ``fps`` follows FFmpeg's ``fps`` filter (rounding "near"): an input frame at time t
@@ -253,7 +255,7 @@ def iter_audio_blocks(path: str | Path, *, sample_rate: int | None = None, mono:
 
 def read_video(path: str | Path, *, fps: float | None = None, start_seconds: float = 0.0,
                duration_seconds: float | None = None, with_audio: bool = True, max_size: int | None = None,
-               progress: Callable[[int, int], None] | None = None) -> VideoData:
+               progress: Progress | None = None) -> VideoData:
     """Decode a video span into memory: frames (resampled to ``fps`` like FFmpeg's fps filter) and audio.
 
     Args:
@@ -516,7 +518,7 @@ class VideoWriter:
 
 def write_video(path: str | Path, frames, fps: float, *, audio=None, sample_rate: int | None = None,
                 crf: int = 18, preset: str = "medium", pad_odd: bool = False, keyframe_interval: int | None = None,
-                progress: Callable[[int, int], None] | None = None) -> Path:
+                progress: Progress | None = None) -> Path:
     """Write frames (and audio) as an H.264 yuv420p + AAC video, atomically.
 
     Args:
@@ -784,14 +786,12 @@ def _as_uint8_frames(frames, who: str) -> np.ndarray:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"{who}: frames must be (H, W, 3) or (T, H, W, 3) RGB, got shape {frames.shape}")
-    if frames.dtype == np.uint8:
-        return frames
-    if np.issubdtype(frames.dtype, np.floating):
-        if not np.isfinite(frames).all():
-            raise ValueError(f"{who}: the frames contain NaN or infinite values; the node or model that made them "
-                             "overflowed: run it in float32, or clamp the frames to 0..1 with nan_to_num first")
-        return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
-    raise ValueError(f"{who}: frames must be uint8 (0..255) or float (0..1), got {frames.dtype}")
+    if frames.dtype != np.uint8 and not np.issubdtype(frames.dtype, np.floating):
+        raise ValueError(f"{who}: frames must be uint8 (0..255) or float (0..1), got {frames.dtype}")
+    if frames.dtype != np.uint8 and not np.isfinite(frames).all():
+        raise ValueError(f"{who}: the frames contain NaN or infinite values; the node or model that made them "
+                         "overflowed: run it in float32, or clamp the frames to 0..1 with nan_to_num first")
+    return to_uint8(frames)  # uint8 as is; float 0..1 rounded
 
 
 def _reason(exc: BaseException) -> str:

@@ -6,22 +6,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from ..audio.features import SingerAudioFeatures
+from ..audio.encoders import MEL_ENCODER_NAME
+from ..audio.features import SingerAudioFeatures, check_features
 from ..face.motion_types import ANGLE_DIM, EXP_DIM, TRANS_DIM, SingerMotion
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig
 from ..ops.noise_schedule import NoiseSchedule
+from ..progress import Progress
 from .dit import MotionDiT, MotionDiTConfig
 from .sampling import sample
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 AUDIO_REDUCE = ("flatten", "mean_rows", "last_row")
 POSE_DIM = ANGLE_DIM + TRANS_DIM  # 6: angle (3) then trans (3)
 
@@ -52,7 +52,7 @@ def reduce_audio_rows(features: torch.Tensor, reduce: str) -> torch.Tensor:
 class MotionModelConfig(JsonConfig):
     """The motion generator: audio spec, DiT size (shared by the exp and pose DiTs) and noise schedule."""
 
-    audio_encoder: str = "mel-80"  # SingerAudioFeatures.encoder the model was trained on
+    audio_encoder: str = MEL_ENCODER_NAME  # SingerAudioFeatures.encoder the model was trained on
     audio_rows: int = 16  # R rows per frame the encoder gives (mel-80: 16 mel steps; wav2vec2-base: 12 layers)
     audio_width: int = 80  # D feature width (mel-80: 80; wav2vec2-base: 768)
     audio_reduce: str = "flatten"  # rows -> one vector per frame: "flatten" (R*D), "mean_rows" or "last_row" (D)
@@ -201,20 +201,11 @@ class MotionModel(nn.Module, PretrainedMixin):
 
     # ---- audio -----------------------------------------------------------------------------------
     def check_features(self, features: SingerAudioFeatures) -> None:
-        """Refuse features of another encoder or shape than the model was trained on."""
+        """Refuse features of another encoder, frame rate or shape than the model was trained on
+        (singer_core.audio.features.check_features)."""
         config = self.config
-        if features.encoder != config.audio_encoder:
-            raise ValueError(f"MotionModel: audio features come from encoder '{features.encoder}', but this "
-                             f"model was trained on '{config.audio_encoder}'; encode the audio with "
-                             f"'{config.audio_encoder}'")
-        if abs(features.fps - config.fps) > 1e-3:
-            raise ValueError(f"MotionModel: audio features are at {features.fps:g} fps, but this model was trained "
-                             f"at {config.fps:g} fps (its motion would play {features.fps / config.fps:.2f}x too "
-                             f"fast or slow); encode the audio at fps={config.fps:g}")
-        if (features.num_rows, features.width) != (config.audio_rows, config.audio_width):
-            raise ValueError(f"MotionModel: audio features have {features.num_rows} rows x {features.width} "
-                             f"width, but this model was trained on {config.audio_rows} x {config.audio_width} "
-                             f"('{config.audio_encoder}'); encode with the same encoder and layer settings")
+        check_features(features, "MotionModel", encoder=config.audio_encoder, fps=config.fps, fps_tolerance=1e-3,
+                       shape=(config.audio_rows, config.audio_width))
 
     def audio_vector(self, features: SingerAudioFeatures) -> torch.Tensor:
         """(F, A) per-frame audio vectors of `features`: checked, reduced by config.audio_reduce, standardised

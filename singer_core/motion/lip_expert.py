@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from ..face.morphable import MorphableModel
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig
@@ -132,7 +133,7 @@ class LipExpertConfig(JsonConfig):
     embedding: int = 128  # E: embedding width
     layers: int = 3  # temporal conv layers per tower (kernel 3)
     motion_scale: float = 10.0  # mouth displacements are multiplied by this (model units are decimetres)
-    audio_encoder: str = "mel-80"  # encoder the audio features come from (checked by users of the expert)
+    audio_encoder: str = MEL_ENCODER_NAME  # encoder the audio features come from (checked by users of the expert)
     audio_reduce: str = "flatten"  # how (R, D) rows per frame became A (see generator.reduce_audio_rows)
 
     def __post_init__(self):

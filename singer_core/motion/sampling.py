@@ -10,10 +10,9 @@ from collections.abc import Callable
 import torch
 
 from ..ops.noise_schedule import NoiseSchedule, sample_ddim
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[int, int], None]
 
 
 def window_starts(frames: int, window: int, overlap: int) -> list[int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +19,10 @@ from torch import nn
 
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig, check_positive_ints
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 
 CSFM_MODES = ("content", "dynamic", "concat", "cross", "csfm")  # DAMC Table 3 rows, in order
 CONTENT_REDUCTIONS = ("flatten", "mean")

@@ -44,13 +44,13 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..ops.volume import PinholeCamera
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,6 @@ BACKGROUND_FILE = "bc.png"
 # SynthSinger canonical frame: the procedural head spans x +-0.53, y -1.42..0.76, z -0.67..0.85 (decimetres)
 SYNTH_CENTRE = (0.0, -0.33, 0.09)
 SYNTH_SCALE = 1.0 / 1.25
-
-Progress = Callable[[int, int], None]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

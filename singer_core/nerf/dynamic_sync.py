@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +24,10 @@ from torch import nn
 
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig, check_positive_ints
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 
 MOUTH_LANDMARKS = slice(48, 68)  # 68-point layout: outer + inner lip contour
 _LEFT_EYE_OUTER, _RIGHT_EYE_OUTER, _MOUTH_LEFT, _MOUTH_RIGHT = 36, 45, 48, 54

@@ -4,11 +4,11 @@ rays -> box -> stratified samples -> occupancy skipping -> field -> compositing,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import torch
 
 from ..ops.volume import OccupancyGrid, PinholeCamera, composite, ray_aabb, stratified_samples
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def render(field, camera: PinholeCamera, audio_feature: torch.Tensor, frame_inde
            occupancy: OccupancyGrid | None = None, background: torch.Tensor | float | None = 1.0,
            chunk: int = 8192, perturb: bool = False, generator: torch.Generator | None = None,
            early_stop: float = 1e-4, eye: torch.Tensor | None = None, march_group: int | None = 16,
-           progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
+           progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """Render one frame, `chunk` rays at a time to bound memory (call under torch.no_grad() for inference;
     with gradients on, the graph of every chunk is kept).
 

@@ -14,20 +14,21 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from ..audio.encoders import MEL_ENCODER_NAME
+from ..audio.features import check_features as check_audio_features
+from ..audio.features import same_encoder
+from ..progress import Progress
 from .subject import load_subject_model
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 
 DEFAULT_FPS = 25.0  # frame rate assumed for models whose folder has no transforms_train.json (DAMC / ER-NeRF)
 POSES_FILE = "transforms_train.json"  # optional copy of the subject's training transforms next to the model
-MEL_ENCODER = "mel-80"  # MelEncoder.name: the dynamic branch's input (Wav2Lip mel windows (F, 16, 80))
 CAMERA_PATHS = ("static", "sway", "training")
 
 
@@ -64,7 +65,7 @@ class NerfSubjectRenderer:
         fusion = self.model.fusion
         needs = []
         if fusion.uses_dynamic:
-            needs.append(f"{MEL_ENCODER} (dynamic)")
+            needs.append(f"{MEL_ENCODER_NAME} (dynamic)")
         if fusion.uses_content:
             needs.append(f"{self.content_encoder} (content)")
         poses = f"{self.poses.shape[0]} training poses" if self.poses is not None else "no training poses"
@@ -176,10 +177,6 @@ def camera_path(subject: NerfSubjectRenderer, frames: int, mode: str = "static",
 
 # ------------------------------------------------------------------------------------------------ audio
 
-def _short(name: str) -> str:
-    return name.rstrip("/\\").replace("\\", "/").split("/")[-1].lower()
-
-
 def check_features(subject: NerfSubjectRenderer, features, content=None) -> tuple[torch.Tensor | None,
                                                                                       torch.Tensor | None]:
     """Check song features against what the model was trained on; returns (content, dynamic) tensors.
@@ -195,34 +192,28 @@ def check_features(subject: NerfSubjectRenderer, features, content=None) -> tupl
     """
     fusion, config = subject.model.fusion, subject.model.fusion.config
     for name, value in (("features", features), ("content features", content)):
-        if value is None:
-            continue
-        if abs(value.fps - subject.fps) > 1e-6:
-            raise ValueError(f"the {name} are at {value.fps:g} fps but '{subject.name}' renders {subject.fps:g} fps "
-                             f"video; encode the audio again with fps={subject.fps:g}")
+        if value is not None:
+            check_audio_features(value, f"render_song ({name})", fps=subject.fps,
+                                 fps_owner=f"'{subject.name}' renders")
     dynamic = None
-    if fusion.uses_dynamic or (fusion.uses_content and subject.content_encoder == MEL_ENCODER and content is None):
-        if features is None or _short(features.encoder) != MEL_ENCODER or features.features.shape[1:] != (16, 80):
+    mel_content = fusion.uses_content and subject.content_encoder == MEL_ENCODER_NAME and content is None
+    if fusion.uses_dynamic or mel_content:
+        if (features is None or not same_encoder(features.encoder, MEL_ENCODER_NAME)
+                or features.features.shape[1:] != (16, 80)):
             got = "nothing" if features is None else f"'{features.encoder}' {tuple(features.features.shape)}"
-            raise ValueError(f"'{subject.name}' reads Wav2Lip mel windows ('{MEL_ENCODER}', (frames, 16, 80)); "
-                             f"got {got}: encode the song with the {MEL_ENCODER} encoder")
+            raise ValueError(f"'{subject.name}' reads Wav2Lip mel windows ('{MEL_ENCODER_NAME}', (frames, 16, 80)); "
+                             f"got {got}: encode the song with the {MEL_ENCODER_NAME} encoder")
         dynamic = features.features
     content_tensor = None
     if fusion.uses_content:
         if content is None:
-            if subject.content_encoder != MEL_ENCODER:
+            if subject.content_encoder != MEL_ENCODER_NAME:
                 raise ValueError(f"'{subject.name}' was trained on '{subject.content_encoder}' content features; "
                                  "connect them (that encoder, layers=last, steps_per_frame="
                                  f"{config.content_rows}) as content_features")
             content = features
-        if _short(content.encoder) != _short(subject.content_encoder):
-            raise ValueError(f"the content features come from '{content.encoder}' but '{subject.name}' was trained "
-                             f"on '{subject.content_encoder}'; encode the song with that encoder")
-        shape = tuple(content.features.shape[1:])
-        if shape != (config.content_rows, config.content_dim):
-            raise ValueError(f"the content features are (frames, {shape[0]}, {shape[1]}) per frame but "
-                             f"'{subject.name}' expects (frames, {config.content_rows}, {config.content_dim}); "
-                             "check layers / steps_per_frame of the encoding")
+        check_audio_features(content, "render_song (content features)", model=f"'{subject.name}'",
+                             encoder=subject.content_encoder, shape=(config.content_rows, config.content_dim))
         content_tensor = content.features
     if dynamic is not None and content_tensor is not None and dynamic.shape[0] != content_tensor.shape[0]:
         raise ValueError(f"the mel features have {dynamic.shape[0]} frames, the content features "

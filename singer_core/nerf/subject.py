@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from ..io.checkpoint import PretrainedMixin
 from ..io.config import JsonConfig
 from ..ops.volume import OccupancyGrid, PinholeCamera
@@ -32,7 +33,7 @@ class NerfSubjectConfig(JsonConfig):
     fusion: str = "{}"  # CsfmConfig JSON
     mel_projection: int = 0  # > 0: dynamic input = mel windows (16 x 80) through a Linear to this width
     dynamic_encoder: str | None = None  # the frozen E_d folder the dynamic features came from (None: mel projection)
-    content_encoder: str = "mel-80"  # encoder name of the content features the model was trained on
+    content_encoder: str = MEL_ENCODER_NAME  # encoder name of the content features the model was trained on
     fl_x: float = 1.0  # focal length x (pixels)
     fl_y: float = 1.0  # focal length y (pixels)
     cx: float = 0.5  # principal point x (pixels from the corner)

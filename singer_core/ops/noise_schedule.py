@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from ..io.config import JsonConfig
+from ..progress import Progress
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 SPACINGS = ("leading", "trailing", "linspace")

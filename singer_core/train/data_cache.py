@@ -15,6 +15,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from ..data.format import read_index
 from ..data.synthetic import GENERATOR_VERSION, SynthSingerConfig, generate_dataset
 
@@ -35,7 +36,7 @@ class AudioSpec:
     models_dir: folder searched for encoder weights (None: the Hugging Face cache only).
     """
 
-    encoder: str = "mel-80"
+    encoder: str = MEL_ENCODER_NAME
     layers: str = "all"
     reduce: str = "flatten"
     source: str = "audio.wav"

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from .data_cache import AudioSpec, cached_features
 from .loop import EpochSampler, TrainParts, step_generator
 from .motion_data import MotionDataConfig
 
 logger = logging.getLogger(__name__)
 
-MEL_ENCODER = "mel-80"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +50,8 @@ class DynamicSyncTrainConfig(MotionDataConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.audio_encoder != MEL_ENCODER:
-            raise ValueError(f"DynamicSyncTrainConfig: audio_encoder must be {MEL_ENCODER!r} (E_d encodes mel "
+        if self.audio_encoder != MEL_ENCODER_NAME:
+            raise ValueError(f"DynamicSyncTrainConfig: audio_encoder must be {MEL_ENCODER_NAME!r} (E_d encodes mel "
                              f"windows), got {self.audio_encoder!r}")
         if not (isinstance(self.mouth_scale, (int, float)) and not isinstance(self.mouth_scale, bool)
                 and 0 < self.mouth_scale < float("inf")):
@@ -130,7 +130,7 @@ def load_sync_clips(root: Path, split: str, source: str, cache_dir: Path, *, cen
         raise ValueError(f"dynamic-sync data: split {split!r} of '{root}' has no clip with landmarks "
                          "(landmarks.safetensors); run the preprocessor on the dataset or train on SynthSinger")
     clip_ids = list(marks)
-    paths = cached_features(root, clip_ids, AudioSpec(encoder=MEL_ENCODER, source=source), cache_dir)
+    paths = cached_features(root, clip_ids, AudioSpec(encoder=MEL_ENCODER_NAME, source=source), cache_dir)
     mel, mouth = [], []
     for clip_id in clip_ids:
         features = SingerAudioFeatures.load(paths[clip_id]).features.float()  # (T, 16, 80)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from .loop import EpochSampler, TrainParts, step_generator
 from .motion_data import MotionDataConfig, load_motion_clips
 
@@ -45,7 +46,7 @@ class LipExpertTrainConfig(MotionDataConfig):
             raise ValueError(f"LipExpertTrainConfig: positive_fraction must be in (0, 1), got {self.positive_fraction}")
         if self.min_shift < 1:
             raise ValueError(f"LipExpertTrainConfig: min_shift must be >= 1, got {self.min_shift}")
-        self.model_config("mel-80", 1280)  # validates the model fields
+        self.model_config(MEL_ENCODER_NAME, 1280)  # validates the model fields
 
     def model_config(self, encoder: str, audio_dim: int):
         """The LipExpertConfig of this run for audio vectors of width audio_dim from `encoder`."""

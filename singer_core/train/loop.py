@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 FINAL_DIR = "final"
 RUN_CONFIG = "config.json"
 
-Progress = Callable[[int, int, dict], None]
+StepReport = Callable[[int, int, dict], None]  # report(step, total, scalars): see singer_core.progress
 
 
 # ---- the task protocol ---------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def _format_scalars(scalars: Mapping[str, float]) -> str:
 
 def train(task, *, preset: str | None = None, config=None, data: str | os.PathLike | None = None,
           out: str | os.PathLike, resume: bool = False, max_steps: int | None = None,
-          progress: Progress | None = None, device: str | torch.device | None = None,
+          progress: StepReport | None = None, device: str | torch.device | None = None,
           cache_dir: str | os.PathLike | None = None, quiet: bool = False,
           resume_from: int | None = None) -> Path:
     """Train `task` into the run folder `out`.
@@ -436,7 +436,7 @@ def _save(run: _Run, done: int) -> Path:
     return folder
 
 
-def _run_steps(run: _Run, stop: int, *, progress: Progress | None, quiet: bool) -> None:
+def _run_steps(run: _Run, stop: int, *, progress: StepReport | None, quiet: bool) -> None:
     """Optimizer steps until run.step == stop: log every config.log_every, call `progress` (a checkpoint
     is written before its exception propagates), checkpoint every config.checkpoint_every and at stop."""
     config, name = run.config, run.task.name

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from .loop import EpochSampler, TrainParts, step_generator
 from .motion_data import MotionClips, MotionDataConfig, load_motion_clips
 
@@ -54,7 +55,7 @@ class MotionTrainConfig(MotionDataConfig):
                              f"{self.window_stride}")
         if min(self.lambda_exp, self.lambda_pose, self.lambda_sync) < 0:
             raise ValueError("MotionTrainConfig: the loss weights lambda_* must be >= 0")
-        self.model_config("mel-80", 16, 80)  # validates the model fields
+        self.model_config(MEL_ENCODER_NAME, 16, 80)  # validates the model fields
 
     def model_config(self, encoder: str, rows: int, width: int, fps: float = 25.0):
         from ..motion.generator import MotionModelConfig

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from ..data.format import read_index
 from ..data.synthetic import SynthSingerConfig
 from .config import LoopConfig
@@ -27,7 +28,7 @@ class MotionDataConfig(LoopConfig):
     """Loop settings + where the motion-stage data comes from (the motion and lip-expert configs extend it)."""
 
     split: str = "train"  # dataset split to train on
-    audio_encoder: str = "mel-80"  # "mel-80" or a wav2vec2 / HuBERT hub id, folder or file
+    audio_encoder: str = MEL_ENCODER_NAME  # "mel-80" or a wav2vec2 / HuBERT hub id, folder or file
     audio_layers: str = "all"  # "all" or "last" transformer layers (ignored by mel-80)
     audio_reduce: str = "flatten"  # rows -> per-frame vector: "flatten", "mean_rows" or "last_row"
     audio_source: str = "audio.wav"  # wav file of the clip to encode ("audio.wav" mix or "vocals.wav")

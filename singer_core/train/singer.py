@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from ..audio.encoders import MEL_ENCODER_NAME
 from ..data.synthetic import SynthSingerConfig
 from .config import LoopConfig
 from .data_cache import AudioSpec, cached_features, synth_dataset
@@ -75,7 +76,7 @@ class SingerTrainConfig(LoopConfig):
     window_stride: int = 4  # frames between sample starts within a clip
     split: str = "train"  # dataset split to train on
     cache_latents: bool = True  # encode every frame once at build (small data); False = encode per step
-    audio_encoder: str = "mel-80"  # "mel-80" (no weights) or a wav2vec2 hub id / folder / file
+    audio_encoder: str = MEL_ENCODER_NAME  # "mel-80" (no weights) or a wav2vec2 hub id / folder / file
     audio_layers: str = "all"  # "all" or "last" transformer layers (ignored by mel-80)
     audio_radius: int = 0  # audio window i-r .. i+r (audio_seq_len = 2r + 1; Hallo: 2 for wav2vec2)
     audio_source: str = "audio.wav"  # clip wav to encode ("audio.wav" mix or "vocals.wav")
