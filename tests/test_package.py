@@ -215,7 +215,10 @@ def test_requirements_txt_matches_pyproject():
 
 # -- the import graph of the core (module level and lazy, function-level imports alike) -----------------------
 
-TOP_LAYERS = ("singer_core.train", "singer_core.eval", "singer_core.demo")  # may import the trainer
+# DESIGN's dependency direction, lowest first: a module may import its own package and packages of a lower rank
+# only (same-rank packages stay independent of each other). The top-level progress.py and env.py are leaves.
+LAYERS = {"progress": 0, "env": 0, "io": 1, "ops": 2, "audio": 3, "face": 3, "spectral": 4, "data": 4,
+          "motion": 5, "diffusion": 5, "nerf": 5, "train": 6, "eval": 7, "demo": 8}
 
 
 def core_modules(root: Path) -> dict[str, Path]:
@@ -283,11 +286,26 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return groups
 
 
+def _layer(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
-    """Edges from the core (anything but train/, eval/, demo/) into the trainer or the demo."""
-    return sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
-                  if target.startswith(("singer_core.train", "singer_core.demo"))
-                  and not module.startswith(TOP_LAYERS))
+    """Edges against LAYERS: into a package of the same or a higher rank (e.g. nerf/ -> train/, ops/ -> audio/,
+    motion/ -> diffusion/). A package's own modules and the root package are free."""
+    found = []
+    for module, targets in graph.items():
+        for target in targets:
+            source, goal = _layer(module), _layer(target)
+            if source and goal and source != goal and LAYERS[goal] >= LAYERS[source]:
+                found.append(f"{module} -> {target}")
+    return sorted(found)
+
+
+def test_every_core_package_has_a_layer():
+    """A new package of the core must be placed in LAYERS (else the direction check would not see it)."""
+    packages = {_layer(module) for module in core_modules(ROOT) if "." in module}
+    assert packages - set(LAYERS) == set()
 
 
 def test_import_graph_sees_lazy_relative_and_package_imports(tmp_path):
@@ -315,10 +333,16 @@ def test_import_graph_sees_lazy_relative_and_package_imports(tmp_path):
     del graph["singer_core.nerf.subject"], graph["singer_core.train.loop"]
     graph = {module: targets - {"singer_core.nerf.subject", "singer_core.train.loop"} for module, targets in graph.items()}
     assert import_cycles(graph) == [] and upward_imports(graph) == []
+    sideways = {"singer_core.ops.haar": {"singer_core.audio.dsp", "singer_core.io.config"},
+                "singer_core.motion.dit": {"singer_core.diffusion.net", "singer_core.motion.sampling"},
+                "singer_core.audio.dsp": {"singer_core.ops.wavelet", "singer_core.progress"}}
+    assert upward_imports(sideways) == ["singer_core.motion.dit -> singer_core.diffusion.net",
+                                        "singer_core.ops.haar -> singer_core.audio.dsp"]
 
 
-def test_core_never_imports_the_trainer_or_the_demo():
-    """DESIGN's dependency direction: only train/, eval/ and demo/ import singer_core.train (lazily or not)."""
+def test_core_imports_only_downward():
+    """DESIGN's dependency direction (LAYERS), lazy imports included: only eval/ and demo/ import train/, nothing
+    imports demo/, ops/ and io/ import nothing above them, motion/, diffusion/ and nerf/ not each other."""
     assert upward_imports(core_import_graph(ROOT)) == []
 
 
