@@ -2,7 +2,7 @@
 
 Steps (each timed; a failing step is recorded with its error and the others still run):
 
-1. tests: the CUDA / Triton tests (tests/test_triton_kernels.py, tests/test_render.py) with pytest;
+1. tests: the CUDA / Triton tests (tests/ops/test_triton_kernels.py, tests/face/test_render.py) with pytest;
 2. singer: full-size SINGER (SD1.5 widths, 512 x 512, random weights in the official net.pth layout,
    "official-as-run" forward) at fp16, one 16-frame clip (+ 2 motion frames) with the exact-official preset
    (40 DDIM steps, cfg 3.5) and with our fast default (SamplerPlan.fast(), motion frames as latents), a
@@ -59,7 +59,7 @@ def _step(results: dict, name: str, fn) -> None:
 
 
 def run_tests(dry_run: bool) -> dict:
-    files = ["tests/test_triton_kernels.py", "tests/test_render.py"]
+    files = ["tests/ops/test_triton_kernels.py", "tests/face/test_render.py"]
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files]
     if dry_run:
         command += ["--co"]  # CPU CI: collect only (the CPU run of these files is part of the normal suite)

@@ -6,7 +6,7 @@ sampler reads), records the resident set (VmRSS), resets the peak (``/proc/self/
 the peak (VmHWM). ``growth`` = peak - RSS before; ``over output`` = growth - the size of the result (the
 features, or the sampled motion), i.e. what the computation itself holds. The promise: ``over output`` stays
 under 100 MB for a 30-minute song, whatever the rate and channel count. glibc's malloc is pinned to return
-blocks above 128 kB (MALLOC_MMAP_THRESHOLD_), as in tests/test_audio_memory.py, so freed chunks do not linger.
+blocks above 128 kB (MALLOC_MMAP_THRESHOLD_), as in tests/audio/test_encoders_memory.py, so freed chunks do not linger.
 
     python benchmarks/memory_long_songs.py [--minutes 10 30] [--what mel-16k-mono mel-44k-stereo motion]
 """

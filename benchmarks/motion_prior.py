@@ -12,7 +12,7 @@ widened by ``--margin`` of its width). Per song:
 - out of range: frames with a coefficient outside the training range widened by 10 % of its width (and by
   0.1 standard deviations for coefficients that never move in training);
 - jaw r: Pearson correlation of the sampled jaw opening with the ground-truth jaw of the song (driven by the
-  sung vowels' energy), as tests/test_motion_quality.py.
+  sung vowels' energy), as tests/train/test_motion_quality.py.
 
 The ground-truth motion of the same songs is scored too (its fold rate is what the face model shows when
 singing correctly).

@@ -349,3 +349,16 @@ def test_core_imports_only_downward():
 def test_no_import_circles_between_core_modules():
     """Module-level and lazy imports together form no circle (a lazy one only hides the circle until run time)."""
     assert import_cycles(core_import_graph(ROOT)) == []
+
+
+# the tests' own layout: tests/<package>/ for singer_core/<package>/, tests/comfyui/ for nodes/ in a real
+# ComfyUI, tests/benchmarks/ for benchmarks/; at the top only the checks that span the whole pack
+CROSS_CUTTING_TESTS = {"test_package.py", "test_one_definition.py", "test_cli_help.py", "test_bad_inputs.py",
+                       "test_bad_inputs_cli.py", "test_bad_inputs_data.py"}
+
+
+def test_tests_mirror_the_package_layout():
+    folders = {path.name for path in (ROOT / "tests").iterdir() if path.is_dir() and path.name != "__pycache__"}
+    packages = {path.parent.name for path in (ROOT / "singer_core").glob("*/__init__.py")}
+    assert folders - packages == {"comfyui", "benchmarks"}
+    assert {path.name for path in (ROOT / "tests").glob("test_*.py")} == CROSS_CUTTING_TESTS

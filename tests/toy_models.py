@@ -1,7 +1,7 @@
 """Tiny models several test modules share: a seeded motion DiT checkpoint and the training loop's toy task.
 
 Imported as ``from tests.toy_models import ...``: pytest (``--import-mode=importlib``, rootdir = the repo) names
-the test modules ``tests.test_*`` and registers the ``tests`` package, so no ``sys.path`` edit is needed.
+the test modules ``tests.<package>.test_*`` and registers the ``tests`` package, so no ``sys.path`` edit is needed.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def nerf_model(comfy_server) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_vits(comfy_server) -> str:
-    """A tiny random VITS (as in tests/test_tts.py) saved into models/tts/tiny-vits."""
+    """A tiny random VITS (as in tests/audio/test_tts.py) saved into models/tts/tiny-vits."""
     transformers = pytest.importorskip("transformers")
     import torch
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MARGIN_MB = 8.0  # fixed allowance: edge chunks are smaller than interior ones (measured extra 0-2.4 MB)
 
 SCRIPT = r"""

@@ -1,4 +1,4 @@
-"""Memory flat in song length (issue 16) for the paths the 16 kHz mono test (test_audio_memory.py) does not
+"""Memory flat in song length (issue 16) for the paths the 16 kHz mono test (audio/test_encoders_memory.py) does not
 cover: mel-80 encoding of a 44.1 kHz stereo song (mixed down and resampled span by span) and the motion
 sampler (windows gathered a batch at a time). Each run is a fresh interpreter (benchmarks/memory_long_songs.py);
 growth = peak RSS during the call - RSS before it. Three minutes may cost no more than one beyond the larger
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MARGIN_MB = 8.0  # edge chunks and allocator noise (measured spread 0-2 MB)
 
 

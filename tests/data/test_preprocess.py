@@ -2,7 +2,7 @@
 moving positions on a scrolling textured background, 6 s at 30 fps with a SynthSinger song. References: the
 compositing positions and rendered landmarks (ground-truth face centres), the FFmpeg fps-filter frame map
 (closed form), and the song itself resampled (the resampler is checked against torchaudio in
-test_audio_dsp.py)."""
+audio/test_dsp.py)."""
 
 from __future__ import annotations
 

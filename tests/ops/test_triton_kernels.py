@@ -4,7 +4,7 @@ and independent float64 references (a vectorised numpy version of the torch-ngp 
 analytic gradients; Instant-NGP's sequential march written with float64 torch ops and autograd); plus the
 dispatch rules, which need no triton at all.
 
-Run directly (`python tests/test_triton_kernels.py`) this file is the interpreter child: it prints one JSON
+Run directly (`python tests/ops/test_triton_kernels.py`) this file is the interpreter child: it prints one JSON
 object of measured errors and facts that the tests below assert on.
 """
 
@@ -26,7 +26,7 @@ from singer_core.ops import triton_kernels
 from singer_core.ops.hashgrid import HashGridConfig, HashGridEncoder
 from singer_core.ops.volume import composite
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRIMES = (1, 2654435761, 805459861)
 TINY = dict(num_levels=4, base_resolution=4, max_resolution=32)
 ER_NERF = dict(num_levels=12, base_resolution=64, max_resolution=512, log2_table_size=14)

@@ -25,7 +25,7 @@ from singer_core.audio.separation_mdx import (
 )
 from singer_core.audio.synth import SongConfig, synthesize_song
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sdr(reference: torch.Tensor, estimate: torch.Tensor) -> float:

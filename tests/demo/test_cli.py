@@ -13,7 +13,7 @@ from PIL import Image
 
 from singer_core import demo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_writes_song_vocals_features_and_subband_image(tmp_path):

@@ -20,7 +20,7 @@ from singer_core.data.format import read_clip, read_index
 from singer_core.data.motion_from_song import motion_from_song, sample_motion_style
 from singer_core.data.synthetic import SynthSingerConfig, generate_clip, generate_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OPENNESS = {"a": 1.0, "o": 0.8, "e": 0.6, "u": 0.4, "i": 0.35}  # the brief's table, written out again
 CLIPS, SIZE, SECONDS, FPS = 5, 96, 1.3, 25.0
 FRAMES = math.ceil(SECONDS * FPS)  # 33

@@ -14,7 +14,7 @@ from singer_core.audio.frames import frame_windows
 from singer_core.diffusion import DiffusionConfig, SingerNet
 from singer_core.diffusion.clip_loop import SamplerPlan, clip_windows, iter_clips
 from singer_core.diffusion.sampling import sample_long
-from tests.test_diffusion_memory import can_reset_peak, run_child
+from tests.memory_probe import can_reset_peak, run_child
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -86,7 +86,7 @@ def test_pipeline_memory_is_flat_in_song_length(tmp_path):
         from singer_core.diffusion.pipeline import SingerPipeline
         from singer_core.diffusion.vae import tiny_vae
         from singer_core.io.video import VideoWriter
-        from tests.test_diffusion_memory import peak_rss, reset_peak
+        from tests.memory_probe import peak_rss, reset_peak
         torch.set_num_threads(1)
         torch.manual_seed(0)
         pipe = SingerPipeline(SingerNet(DiffusionConfig.tiny()).eval(), tiny_vae(0))

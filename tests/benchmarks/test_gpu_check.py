@@ -13,7 +13,7 @@ import pytest
 
 from tests.cli_run import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow  # a few CPU minutes: the NeRF kernels run under the Triton interpreter

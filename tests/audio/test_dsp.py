@@ -16,7 +16,7 @@ import torch
 
 from singer_core.audio.dsp import iir_filter, mel_filterbank, mel_power_spectrogram, sinc_resample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _torchaudio():
@@ -108,8 +108,8 @@ def test_iir_filter_is_the_difference_equation():
 
 def test_audio_suite_runs_with_torchaudio_unimportable():
     """The audio I/O, dsp, encoder and spectral-plot tests in a child pytest where `import torchaudio` fails."""
-    files = ["tests/test_audio_io.py", "tests/test_audio_dsp.py", "tests/test_encoders.py",
-             "tests/test_visualize.py"]
+    files = ["tests/audio/test_io.py", "tests/audio/test_dsp.py", "tests/audio/test_encoders.py",
+             "tests/spectral/test_visualize.py"]
     env = {**os.environ, "SINGER_TEST_BLOCK_TORCHAUDIO": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-x",
                              "-k", "not unimportable", *files], cwd=ROOT, env=env, capture_output=True,

@@ -137,7 +137,7 @@ def test_cli_trains_stops_and_resumes(cache, tmp_path):
 
     run = [sys.executable, "-m", "singer_core.train", "lip-expert", "--out", str(tmp_path / "run"), "--cache-dir",
            str(cache), "--device", "cpu", "--quiet", "--set", "steps=3", "--set", "checkpoint_every=2"]
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     first = subprocess.run([*run, "--max-steps", "2"], cwd=root, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip().endswith("step-0000002")
