@@ -4,8 +4,6 @@ BFM_model_front.mat, and geometric checks of the procedural head's expression un
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -26,6 +24,7 @@ from singer_core.face.morphable import (
     zero_coeffs,
 )
 from singer_core.face.procedural import procedural_model
+from tests.references import rotation_f64
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +80,12 @@ def test_model_rejects_wrong_coefficient_shapes(model):
 # ----------------------------------------------------------------------------- pose and camera
 
 
-def _rotation_f64(pitch, yaw, roll):
-    cx, sx, cy, sy, cz, sz = math.cos(pitch), math.sin(pitch), math.cos(yaw), math.sin(yaw), math.cos(roll), \
-        math.sin(roll)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
 
 def test_rotation_matches_closed_form_and_is_orthonormal():
     angles = _random((16, 3), seed=1, dtype=torch.float64) * 1.5
     rotation = euler_to_rotation(angles)
     for k in range(16):
-        expected = _rotation_f64(*angles[k].tolist())
+        expected = rotation_f64(*angles[k].tolist())
         np.testing.assert_allclose(rotation[k].numpy(), expected, atol=1e-14)
     eye = rotation @ rotation.transpose(1, 2)
     np.testing.assert_allclose(eye.numpy(), np.broadcast_to(np.eye(3), eye.shape), atol=1e-13)
@@ -120,7 +111,7 @@ def test_transform_is_deep3dfacerecon_row_vector_form():
     trans = _random((2, 3), seed=4, dtype=torch.float64)
     out = transform(points, angles, trans)
     for k in range(2):
-        rot_t = _rotation_f64(*angles[k].tolist()).T  # what Deep3DFaceRecon's compute_rotation returns
+        rot_t = rotation_f64(*angles[k].tolist()).T  # what Deep3DFaceRecon's compute_rotation returns
         np.testing.assert_allclose(out[k].numpy(), points[k].numpy() @ rot_t + trans[k].numpy(), atol=1e-13)
 
 

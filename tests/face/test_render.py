@@ -29,6 +29,7 @@ from singer_core.face.render import (
     sh_irradiance,
     shade,
 )
+from tests.references import rotation_f64
 
 BACKENDS = ["numba", "torch"]
 
@@ -274,14 +275,6 @@ def test_sphere_shading_matches_closed_form(mode):
 # ----------------------------------------------------------------------------- rendering the face
 
 
-def _rotation_f64(pitch, yaw, roll):
-    cx, sx, cy, sy, cz, sz = math.cos(pitch), math.sin(pitch), math.cos(yaw), math.sin(yaw), math.cos(roll), \
-        math.sin(roll)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
 
 def test_landmarks_mask_and_depth_are_consistent(model):
     rng = torch.Generator().manual_seed(4)
@@ -297,7 +290,7 @@ def test_landmarks_mask_and_depth_are_consistent(model):
         c = coeffs[k].double().numpy()
         shape = (model.mean_shape.double().numpy() + model.id_basis.double().numpy() @ c[:80]
                  + model.exp_basis.double().numpy() @ c[80:144])
-        world = shape @ _rotation_f64(*c[224:227]).T + c[254:257]
+        world = shape @ rotation_f64(*c[224:227]).T + c[254:257]
         depth = 10.0 - world[:, 2]
         focal = 1015.0 * size / 224
         centre = (size - 1) / 2

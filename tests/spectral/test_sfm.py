@@ -6,22 +6,13 @@ import os
 
 import numpy as np
 import pytest
-import pywt
 import torch
 
 from singer_core.spectral.sfm import SelfAdaptiveFilterModule, SFMConfig
+from tests.references import wavecnet_matrices
 
 # ----------------------------------------------------------------------------- float64 reference
 
-
-def wavecnet_matrices(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n/2, n) low and high analysis matrices as WaveCNet builds them from pywt's haar rec filters."""
-    wave = pywt.Wavelet("haar")
-    low, high = np.zeros((n // 2, n)), np.zeros((n // 2, n))
-    for i in range(n // 2):
-        low[i, 2 * i : 2 * i + 2] = wave.rec_lo
-        high[i, 2 * i : 2 * i + 2] = wave.rec_hi
-    return low, high
 
 
 def sigmoid(x):
