@@ -22,7 +22,7 @@ def wavecnet_matrices(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rotation_f64(pitch: float, yaw: float, roll: float) -> np.ndarray:
-    """(3, 3) R = Rz(roll) Ry(yaw) Rx(pitch) in float64 (Deep3DFaceRecon's order, angles in radians)."""
+    """(3, 3) R = Rz(roll) @ Ry(yaw) @ Rx(pitch) in float64, angles in radians."""
     cx, sx, cy, sy = math.cos(pitch), math.sin(pitch), math.cos(yaw), math.sin(yaw)
     cz, sz = math.cos(roll), math.sin(roll)
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
