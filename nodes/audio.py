@@ -15,11 +15,13 @@ from .comfy_bridge import (
     AudioEncoder,
     AudioFeatures,
     comfy_progress,
+    device_input,
     input_file_path,
     model_files,
     model_folder,
     model_subfolders,
     resolve_model_path,
+    torch_device,
 )
 from .web_preview import audio_preview_ui, merge_ui
 
@@ -274,23 +276,20 @@ class SingerAudioEncoderLoader(io.ComfyNode):
                                          "offline error says what to place where."),
                 io.Combo.Input("dtype", options=["auto", "float32", "float16", "bfloat16"], default="auto",
                                tooltip="auto: float16 on a GPU, float32 on the CPU."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
-                               tooltip="auto: ComfyUI's torch device."),
+                device_input(),
             ],
             outputs=[AudioEncoder.Output("audio_encoder", display_name="audio encoder", tooltip="An audio encoder for Encode Audio (SINGER).")],
         )
 
     @classmethod
     def execute(cls, encoder, allow_download, dtype, device) -> io.NodeOutput:
-        import comfy.model_management
-
         from ..singer_core.audio.encoder_loading import download_audio_encoder, load_audio_encoder
         from ..singer_core.audio.encoders import MelEncoder
 
         who = "SingerAudioEncoderLoader"
-        torch_device = comfy.model_management.get_torch_device() if device == "auto" else torch.device(device)
+        target = torch.device(torch_device(device))
         if dtype == "auto":
-            torch_dtype = torch.float16 if torch_device.type == "cuda" else torch.float32
+            torch_dtype = torch.float16 if target.type == "cuda" else torch.float32
         else:
             torch_dtype = getattr(torch, dtype)
         if encoder == MEL_ENCODER:
@@ -311,8 +310,7 @@ class SingerAudioEncoderLoader(io.ComfyNode):
         if source is None:
             raise ValueError(f"{who}: '{encoder}' was not found in {models_dir}; refresh the node list")
         try:
-            model = load_audio_encoder(source, models_dir=models_dir, dtype=torch_dtype,
-                                                     device=torch_device)
+            model = load_audio_encoder(source, models_dir=models_dir, dtype=torch_dtype, device=target)
         except (ValueError, OSError) as error:
             raise ValueError(f"{who}: {error}") from error
         return io.NodeOutput(model)

@@ -82,6 +82,16 @@ def torch_device(device: str) -> str:
     return str(comfy.model_management.get_torch_device())
 
 
+DEVICE_CHOICES = ["auto", "cpu", "cuda"]
+
+
+def device_input(where: str | None = None, **options) -> io.Combo.Input:
+    """The "device" input of every node that runs a model: auto (ComfyUI's torch device, see torch_device), cpu or
+    cuda. where: what runs there, for the tooltip ("render" -> "Where to render; ..."); options: e.g. optional=True."""
+    tooltip = f"Where to {where}; auto = ComfyUI's torch device." if where else "auto: ComfyUI's torch device."
+    return io.Combo.Input("device", options=DEVICE_CHOICES, default="auto", tooltip=tooltip, **options)
+
+
 def demo_models_dir() -> Path:
     """Where `make demo` leaves its trained models: $SINGER_DEMO_MODELS, else <pack>/out/models."""
     return Path(os.environ.get("SINGER_DEMO_MODELS") or PACK_ROOT / "out" / "models").resolve()

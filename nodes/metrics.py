@@ -14,6 +14,7 @@ from .comfy_bridge import (
     FaceIdentityType,
     Motion,
     comfy_progress,
+    device_input,
     image_from_uint8,
     model_files,
     model_folder,
@@ -169,8 +170,7 @@ class SingerFVD(io.ComfyNode):
                                tooltip=f"The I3D TorchScript file in models/{EVAL_FOLDER}/ ({I3D_FILE})."),
                 io.Int.Input("clip_frames", default=16, min=10, max=256,
                              tooltip="Frames per clip (FVD usually uses 16; I3D needs at least 10)."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
-                               tooltip="Where to run I3D; auto = ComfyUI's torch device."),
+                device_input("run I3D"),
             ],
             outputs=[
                 io.Float.Output("fvd", display_name="FVD", tooltip="The Fréchet Video Distance (lower = more alike)."),

@@ -16,7 +16,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..singer_core.train import TASKS
-from .comfy_bridge import MOTION_MODEL_FOLDER, input_file_path, torch_device
+from .comfy_bridge import MOTION_MODEL_FOLDER, device_input, input_file_path, torch_device
 
 if TYPE_CHECKING:  # the loop module is imported when a run starts
     from ..singer_core.train.loop import StepReport
@@ -154,8 +154,7 @@ class SingerTrain(io.ComfyNode):
                 io.Boolean.Input("resume", default=False,
                                  tooltip="Continue the run of this name from its newest checkpoint (same task, "
                                          "preset and steps); off refuses to overwrite an existing run."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
-                               tooltip="Where to train; auto = ComfyUI's torch device."),
+                device_input("train"),
             ],
             outputs=[
                 io.String.Output("model_path", display_name="model path", tooltip="The trained model folder: the installed copy in models/ "
