@@ -1,7 +1,7 @@
 """What every node file shares: the pack's own ComfyUI types, the converters between ComfyUI's IMAGE and the
 core's image layouts (the only ones the nodes use; the arithmetic lives in singer_core/io/image.py), the
-progress/interruption bridge from the core's `progress(done, total)` callbacks to ComfyUI, and the pack's model
-folders."""
+progress/interruption bridge from the core's `progress(done, total)` callbacks to ComfyUI, the device input and its
+resolution, and the pack's model folders (the loaders' shared shape over them is nodes/model_loaders.py)."""
 
 from __future__ import annotations
 
