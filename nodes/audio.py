@@ -11,11 +11,11 @@ from comfy_api.latest import io, ui
 
 from .comfy_bridge import (
     AUDIO_ENCODER_FOLDER,
+    DEVICE_CHOICES,
     SEPARATOR_FOLDER,
     AudioEncoder,
     AudioFeatures,
     comfy_progress,
-    device_input,
     input_file_path,
     model_files,
     model_folder,
@@ -276,7 +276,8 @@ class SingerAudioEncoderLoader(io.ComfyNode):
                                          "offline error says what to place where."),
                 io.Combo.Input("dtype", options=["auto", "float32", "float16", "bfloat16"], default="auto",
                                tooltip="auto: float16 on a GPU, float32 on the CPU."),
-                device_input(),
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
+                               tooltip="auto: ComfyUI's torch device."),
             ],
             outputs=[AudioEncoder.Output("audio_encoder", display_name="audio encoder", tooltip="An audio encoder for Encode Audio (SINGER).")],
         )

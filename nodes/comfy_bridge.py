@@ -1,7 +1,7 @@
 """What every node file shares: the pack's own ComfyUI types, the converters between ComfyUI's IMAGE and the
 core's image layouts (the only ones the nodes use; the arithmetic lives in singer_core/io/image.py), the
-progress/interruption bridge from the core's `progress(done, total)` callbacks to ComfyUI, the device input and its
-resolution, and the pack's model folders (the loaders' shared shape over them is nodes/model_loaders.py)."""
+progress/interruption bridge from the core's `progress(done, total)` callbacks to ComfyUI, the device choices and
+their resolution, and the pack's model folders (the loaders' shared shape over them is nodes/model_loaders.py)."""
 
 from __future__ import annotations
 
@@ -82,14 +82,7 @@ def torch_device(device: str) -> str:
     return str(comfy.model_management.get_torch_device())
 
 
-DEVICE_CHOICES = ["auto", "cpu", "cuda"]
-
-
-def device_input(where: str | None = None, **options) -> io.Combo.Input:
-    """The "device" input of every node that runs a model: auto (ComfyUI's torch device, see torch_device), cpu or
-    cuda. where: what runs there, for the tooltip ("render" -> "Where to render; ..."); options: e.g. optional=True."""
-    tooltip = f"Where to {where}; auto = ComfyUI's torch device." if where else "auto: ComfyUI's torch device."
-    return io.Combo.Input("device", options=DEVICE_CHOICES, default="auto", tooltip=tooltip, **options)
+DEVICE_CHOICES = ["auto", "cpu", "cuda"]  # the "device" input of every node that runs a model (see torch_device)
 
 
 def demo_models_dir() -> Path:

@@ -14,13 +14,13 @@ from comfy_api.latest import InputImpl, Types, io
 from ..singer_core.audio.encoders import MEL_ENCODER_NAME
 from .comfy_bridge import (
     ANIMATEDIFF_FOLDER,
+    DEVICE_CHOICES,
     SINGER_MODEL_FOLDER,
     VAE_FOLDER,
     AudioEncoder,
     AudioFeatures,
     SingerModelType,
     comfy_progress,
-    device_input,
     model_files,
     model_folder,
     model_folder_paths,
@@ -382,7 +382,8 @@ class SingerSampleVideo(io.ComfyNode):
                                          "plain audio path (ablation)."),
                 io.Float.Input("fps", default=25.0, min=1.0, max=60.0, step=0.01, optional=True,
                                tooltip="Video frame rate (SINGER: 25); the features must be at the same rate."),
-                device_input(optional=True),
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto", optional=True,
+                               tooltip="auto: ComfyUI's torch device."),
                 io.String.Input("face_box", default="", optional=True,
                                 tooltip="Optional face box 'x, y, w, h' in portrait pixels (left, top, width, "
                                         "height): no face detector needed. Empty: detected (Hallo's SCRFD or YuNet "

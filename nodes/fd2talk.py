@@ -8,11 +8,11 @@ from fractions import Fraction
 from comfy_api.latest import InputImpl, Types, io
 
 from .comfy_bridge import (
+    DEVICE_CHOICES,
     FRAME_MODEL_FOLDER,
     FrameModelType,
     Motion,
     comfy_progress,
-    device_input,
     portrait_from_image,
     torch_device,
 )
@@ -39,7 +39,8 @@ class SingerFrameModelLoader(io.ComfyNode):
                 io.Combo.Input("model", options=FRAME_MODELS.choices(),
                                tooltip=f"A folder in models/{FRAME_MODEL_FOLDER}/ holding unet/, autoencoder/ and "
                                        f"{MARKER}."),
-                device_input("run"),
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
+                               tooltip="Where to run; auto = ComfyUI's torch device."),
             ],
             outputs=[FrameModelType.Output("frame_model", display_name="frame model", tooltip="The frame model, for Animate Portrait.")],
         )

@@ -10,11 +10,11 @@ import torch
 from comfy_api.latest import io, ui
 
 from .comfy_bridge import (
+    DEVICE_CHOICES,
     EVAL_FOLDER,
     FaceIdentityType,
     Motion,
     comfy_progress,
-    device_input,
     image_from_uint8,
     model_files,
     model_folder,
@@ -170,7 +170,8 @@ class SingerFVD(io.ComfyNode):
                                tooltip=f"The I3D TorchScript file in models/{EVAL_FOLDER}/ ({I3D_FILE})."),
                 io.Int.Input("clip_frames", default=16, min=10, max=256,
                              tooltip="Frames per clip (FVD usually uses 16; I3D needs at least 10)."),
-                device_input("run I3D"),
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
+                               tooltip="Where to run I3D; auto = ComfyUI's torch device."),
             ],
             outputs=[
                 io.Float.Output("fvd", display_name="FVD", tooltip="The Fréchet Video Distance (lower = more alike)."),

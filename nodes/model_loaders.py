@@ -2,7 +2,7 @@
 SINGER video stacks): its choices are the sub-folders of its ComfyUI model folder plus the demo's out/models ones,
 a missing model refuses the prompt in validate_inputs with what to run, and execute resolves the name or raises
 that same message. Each loader node declares one TrainedModels and stays a thin adapter over it; the device
-input and its resolution are comfy_bridge.device_input / torch_device."""
+choices and their resolution are comfy_bridge.DEVICE_CHOICES / torch_device."""
 
 from __future__ import annotations
 

@@ -8,12 +8,12 @@ import logging
 from comfy_api.latest import io
 
 from .comfy_bridge import (
+    DEVICE_CHOICES,
     MOTION_MODEL_FOLDER,
     AudioFeatures,
     Motion,
     MotionModelType,
     comfy_progress,
-    device_input,
     torch_device,
 )
 from .model_loaders import TrainedModels
@@ -38,7 +38,8 @@ class SingerMotionLoader(io.ComfyNode):
                 io.Combo.Input("model", options=MOTION_MODELS.choices(),
                                tooltip=f"A folder in models/{MOTION_MODEL_FOLDER}/ holding config.json and "
                                        "model.safetensors."),
-                device_input("run sampling"),
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
+                               tooltip="Where to run sampling; auto = ComfyUI's torch device."),
             ],
             outputs=[MotionModelType.Output("motion_model", display_name="motion model", tooltip="The motion model, for Sample Motion.")],
         )

@@ -9,12 +9,12 @@ from fractions import Fraction
 from comfy_api.latest import InputImpl, Types, io
 
 from .comfy_bridge import (
+    DEVICE_CHOICES,
     NERF_MODEL_FOLDER,
     TTS_FOLDER,
     AudioFeatures,
     NerfModelType,
     comfy_progress,
-    device_input,
     model_folder,
     model_subfolders,
     resolve_model_path,
@@ -48,7 +48,8 @@ class SingerNeRFLoader(io.ComfyNode):
                 io.Combo.Input("model", options=NERF_MODELS.choices(),
                                tooltip=f"A folder in models/{NERF_MODEL_FOLDER}/ holding config.json and "
                                        "model.safetensors (optionally the subject's transforms_train.json)."),
-                device_input("render"),
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
+                               tooltip="Where to render; auto = ComfyUI's torch device."),
             ],
             outputs=[
                 NerfModelType.Output("nerf_model", display_name="NeRF model", tooltip="The subject model, for Render Audio NeRF."),
@@ -170,7 +171,8 @@ class SingerTextToSpeech(io.ComfyNode):
                              tooltip="Seeds SpeechT5's prenet dropout / VITS's noise: same seed, same speech."),
                 io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.01,
                                tooltip="Frame rate of the mel features output (the NeRF's: 25)."),
-                device_input("run the model"),
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
+                               tooltip="Where to run the model; auto = ComfyUI's torch device."),
             ],
             outputs=[
                 io.Audio.Output("speech", display_name="speech", tooltip="The spoken text (mono, at the model's sample rate)."),

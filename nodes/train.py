@@ -17,10 +17,10 @@ from comfy_api.latest import io, ui
 
 from ..singer_core.train import TASKS
 from .comfy_bridge import (
+    DEVICE_CHOICES,
     MOTION_MODEL_FOLDER,
     NERF_MODEL_FOLDER,
     SINGER_MODEL_FOLDER,
-    device_input,
     input_file_path,
     torch_device,
 )
@@ -161,7 +161,8 @@ class SingerTrain(io.ComfyNode):
                 io.Boolean.Input("resume", default=False,
                                  tooltip="Continue the run of this name from its newest checkpoint (same task, "
                                          "preset and steps); off refuses to overwrite an existing run."),
-                device_input("train"),
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
+                               tooltip="Where to train; auto = ComfyUI's torch device."),
             ],
             outputs=[
                 io.String.Output("model_path", display_name="model path", tooltip="The trained model folder: the installed copy in models/ "
