@@ -11,6 +11,7 @@ from comfy_api.latest import io, ui
 
 from .comfy_bridge import (
     AUDIO_ENCODER_FOLDER,
+    DEVICE_CHOICES,
     SEPARATOR_FOLDER,
     AudioEncoder,
     AudioFeatures,
@@ -20,6 +21,7 @@ from .comfy_bridge import (
     model_folder,
     model_subfolders,
     resolve_model_path,
+    torch_device,
 )
 from .web_preview import audio_preview_ui, merge_ui
 
@@ -274,7 +276,7 @@ class SingerAudioEncoderLoader(io.ComfyNode):
                                          "offline error says what to place where."),
                 io.Combo.Input("dtype", options=["auto", "float32", "float16", "bfloat16"], default="auto",
                                tooltip="auto: float16 on a GPU, float32 on the CPU."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
                                tooltip="auto: ComfyUI's torch device."),
             ],
             outputs=[AudioEncoder.Output("audio_encoder", display_name="audio encoder", tooltip="An audio encoder for Encode Audio (SINGER).")],
@@ -282,15 +284,13 @@ class SingerAudioEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, encoder, allow_download, dtype, device) -> io.NodeOutput:
-        import comfy.model_management
-
         from ..singer_core.audio.encoder_loading import download_audio_encoder, load_audio_encoder
         from ..singer_core.audio.encoders import MelEncoder
 
         who = "SingerAudioEncoderLoader"
-        torch_device = comfy.model_management.get_torch_device() if device == "auto" else torch.device(device)
+        target = torch.device(torch_device(device))
         if dtype == "auto":
-            torch_dtype = torch.float16 if torch_device.type == "cuda" else torch.float32
+            torch_dtype = torch.float16 if target.type == "cuda" else torch.float32
         else:
             torch_dtype = getattr(torch, dtype)
         if encoder == MEL_ENCODER:
@@ -311,8 +311,7 @@ class SingerAudioEncoderLoader(io.ComfyNode):
         if source is None:
             raise ValueError(f"{who}: '{encoder}' was not found in {models_dir}; refresh the node list")
         try:
-            model = load_audio_encoder(source, models_dir=models_dir, dtype=torch_dtype,
-                                                     device=torch_device)
+            model = load_audio_encoder(source, models_dir=models_dir, dtype=torch_dtype, device=target)
         except (ValueError, OSError) as error:
             raise ValueError(f"{who}: {error}") from error
         return io.NodeOutput(model)

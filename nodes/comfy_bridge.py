@@ -1,7 +1,7 @@
 """What every node file shares: the pack's own ComfyUI types, the converters between ComfyUI's IMAGE and the
 core's image layouts (the only ones the nodes use; the arithmetic lives in singer_core/io/image.py), the
-progress/interruption bridge from the core's `progress(done, total)` callbacks to ComfyUI, and the pack's model
-folders."""
+progress/interruption bridge from the core's `progress(done, total)` callbacks to ComfyUI, the device choices and
+their resolution, and the pack's model folders (the loaders' shared shape over them is nodes/model_loaders.py)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,9 @@ def torch_device(device: str) -> str:
     import comfy.model_management
 
     return str(comfy.model_management.get_torch_device())
+
+
+DEVICE_CHOICES = ["auto", "cpu", "cuda"]  # the "device" input of every node that runs a model (see torch_device)
 
 
 def demo_models_dir() -> Path:

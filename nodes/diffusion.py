@@ -14,23 +14,22 @@ from comfy_api.latest import InputImpl, Types, io
 from ..singer_core.audio.encoders import MEL_ENCODER_NAME
 from .comfy_bridge import (
     ANIMATEDIFF_FOLDER,
-    DEMO_COMMAND,
+    DEVICE_CHOICES,
     SINGER_MODEL_FOLDER,
     VAE_FOLDER,
     AudioEncoder,
     AudioFeatures,
     SingerModelType,
     comfy_progress,
-    demo_models_dir,
     model_files,
     model_folder,
     model_folder_paths,
-    model_locations,
     model_subfolders,
     portrait_from_image,
     resolve_model_path,
     torch_device,
 )
+from .model_loaders import TrainedModels
 from .web_preview import video_preview_ui
 
 logger = logging.getLogger(__name__)
@@ -49,6 +48,9 @@ WEIGHT_SUFFIXES = (".pth", ".safetensors", ".ckpt", ".bin")
 # sampling settings of SINGER's net.pth (Hallo's inference config: 40 DDIM steps, CFG 3.5, 16-frame clips); our trained
 # folders may recommend their own in singer_training.json {"sampling": {"steps": N, "cfg": X}}
 OFFICIAL_SAMPLING = {"steps": 40, "cfg": 3.5}
+SINGER_MODELS = TrainedModels("SINGER model", SINGER_MODEL_FOLDER, task="singer", preset="tiny", demo_noun="tiny stack",
+                              fetch=f"fetch SINGER's weights: `hf download {SINGER_REPO} {SINGER_FILE} --local-dir "
+                                    f"{{folder}}` and pick '{SINGER_FILE}'")
 
 
 def recommended_sampling(model) -> dict:
@@ -67,18 +69,8 @@ def recommended_sampling(model) -> dict:
     return {"steps": int(steps), "cfg": float(cfg), "clip_frames": int(model.clip_frames)}
 
 
-def missing_singer_model(model: str) -> str:
-    """What to run when a SINGER model folder or file is missing."""
-    root = model_folder(SINGER_MODEL_FOLDER)
-    return (f"SINGER model '{model}' is not in {model_locations(SINGER_MODEL_FOLDER)}. Make the demo's tiny stack "
-            f"with `{DEMO_COMMAND}` (it trains singer-demo/ into {demo_models_dir()}, listed here); train your own "
-            f"with `python -m singer_core.train singer --preset tiny --out runs/singer` (or the Train node) and put "
-            f"runs/singer/final into {root}/<name>/; or fetch SINGER's weights: `hf download {SINGER_REPO} "
-            f"{SINGER_FILE} --local-dir {root}` and pick '{SINGER_FILE}'. Then refresh (press R)")
-
-
 def _model_choices() -> list[str]:
-    folders = model_subfolders(SINGER_MODEL_FOLDER)
+    folders = SINGER_MODELS.choices()
     files = [f for f in model_files(SINGER_MODEL_FOLDER, (".pth", ".safetensors"))
              if "/" not in f.replace("\\", "/")]
     return folders + files + [HUB_NET]
@@ -225,9 +217,8 @@ class SingerModelLoader(io.ComfyNode):
             if not (root / SINGER_FILE).is_file() and not allow_download:
                 return (f"SINGER's {SINGER_FILE} is not in {root}: `hf download {SINGER_REPO} {SINGER_FILE} "
                         f"--local-dir {root}`, or switch allow_download on")
-        elif resolve_model_path(SINGER_MODEL_FOLDER, model) is None:
-            return missing_singer_model(model)
-        return True
+            return True
+        return SINGER_MODELS.validate(model)
 
     @classmethod
     def execute(cls, model, vae, face_model, motion_module=NO_MOTION_MODULE, allow_download=False) -> io.NodeOutput:
@@ -241,9 +232,7 @@ class SingerModelLoader(io.ComfyNode):
                                      f"{SINGER_FILE} --local-dir {root}`, or switch allow_download on")
                 path = _download(SINGER_REPO, root, filename=SINGER_FILE)
         else:
-            path = resolve_model_path(SINGER_MODEL_FOLDER, model)
-            if path is None:
-                raise ValueError(f"{who}: {missing_singer_model(model)}")
+            path = SINGER_MODELS.resolve(model, who)
         loaded = cls._load_folder(path, vae, face_model) if path.is_dir() else \
             cls._load_official(path, vae, face_model, allow_download)
         if allow_download:
@@ -393,7 +382,7 @@ class SingerSampleVideo(io.ComfyNode):
                                          "plain audio path (ablation)."),
                 io.Float.Input("fps", default=25.0, min=1.0, max=60.0, step=0.01, optional=True,
                                tooltip="Video frame rate (SINGER: 25); the features must be at the same rate."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto", optional=True,
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto", optional=True,
                                tooltip="auto: ComfyUI's torch device."),
                 io.String.Input("face_box", default="", optional=True,
                                 tooltip="Optional face box 'x, y, w, h' in portrait pixels (left, top, width, "

@@ -8,23 +8,21 @@ from fractions import Fraction
 from comfy_api.latest import InputImpl, Types, io
 
 from .comfy_bridge import (
-    DEMO_COMMAND,
+    DEVICE_CHOICES,
     FRAME_MODEL_FOLDER,
     FrameModelType,
     Motion,
     comfy_progress,
-    demo_models_dir,
-    model_folder,
-    model_locations,
-    model_subfolders,
     portrait_from_image,
-    resolve_model_path,
     torch_device,
 )
+from .model_loaders import TrainedModels
 from .web_preview import video_preview_ui
 
 logger = logging.getLogger(__name__)
 MARKER = "fd2talk_frames.json"
+FRAME_MODELS = TrainedModels("frame model", FRAME_MODEL_FOLDER, task="frames", preset="tiny", marker=MARKER,
+                             train_node=False)
 
 
 class SingerFrameModelLoader(io.ComfyNode):
@@ -38,10 +36,10 @@ class SingerFrameModelLoader(io.ComfyNode):
                          "portrait's latent, and its autoencoder) trained with `python -m singer_core.train frames`. "
                          f"Put the run's `final` folder into models/{FRAME_MODEL_FOLDER}/."),
             inputs=[
-                io.Combo.Input("model", options=model_subfolders(FRAME_MODEL_FOLDER, MARKER),
+                io.Combo.Input("model", options=FRAME_MODELS.choices(),
                                tooltip=f"A folder in models/{FRAME_MODEL_FOLDER}/ holding unet/, autoencoder/ and "
                                        f"{MARKER}."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
                                tooltip="Where to run; auto = ComfyUI's torch device."),
             ],
             outputs=[FrameModelType.Output("frame_model", display_name="frame model", tooltip="The frame model, for Animate Portrait.")],
@@ -49,22 +47,14 @@ class SingerFrameModelLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model):
-        if resolve_model_path(FRAME_MODEL_FOLDER, model) is None:
-            return (f"frame model '{model}' is not in {model_locations(FRAME_MODEL_FOLDER)}. Make the demo's with "
-                    f"`{DEMO_COMMAND}` (it trains frames-demo/ into {demo_models_dir()}, listed here), or train "
-                    "your own: `python -m singer_core.train frames --preset tiny --out runs/frames` and put "
-                    f"runs/frames/final into {model_folder(FRAME_MODEL_FOLDER)}/<name>/; then refresh (press R)")
-        return True
+        return FRAME_MODELS.validate(model)
 
     @classmethod
     def execute(cls, model, device) -> io.NodeOutput:
         from ..singer_core.diffusion.fd2talk_portrait import load_frame_model
 
-        path = resolve_model_path(FRAME_MODEL_FOLDER, model)
-        if path is None:
-            raise ValueError(f"SingerFrameModelLoader: '{model}' not found in {model_folder(FRAME_MODEL_FOLDER)}")
-        device = torch_device(device)
-        return io.NodeOutput(load_frame_model(path, device=device))
+        path = FRAME_MODELS.resolve(model, "SingerFrameModelLoader")
+        return io.NodeOutput(load_frame_model(path, device=torch_device(device)))
 
 
 class SingerAnimatePortrait(io.ComfyNode):

@@ -10,6 +10,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from .comfy_bridge import (
+    DEVICE_CHOICES,
     EVAL_FOLDER,
     FaceIdentityType,
     Motion,
@@ -169,7 +170,7 @@ class SingerFVD(io.ComfyNode):
                                tooltip=f"The I3D TorchScript file in models/{EVAL_FOLDER}/ ({I3D_FILE})."),
                 io.Int.Input("clip_frames", default=16, min=10, max=256,
                              tooltip="Frames per clip (FVD usually uses 16; I3D needs at least 10)."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
                                tooltip="Where to run I3D; auto = ComfyUI's torch device."),
             ],
             outputs=[

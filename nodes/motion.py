@@ -8,29 +8,20 @@ import logging
 from comfy_api.latest import io
 
 from .comfy_bridge import (
-    DEMO_COMMAND,
+    DEVICE_CHOICES,
     MOTION_MODEL_FOLDER,
     AudioFeatures,
     Motion,
     MotionModelType,
     comfy_progress,
-    demo_models_dir,
-    model_folder,
-    model_locations,
-    model_subfolders,
-    resolve_model_path,
     torch_device,
 )
+from .model_loaders import TrainedModels
 
 logger = logging.getLogger(__name__)
 
 
-def missing_motion_model(model: str) -> str:
-    """What to run when a motion model is missing."""
-    return (f"motion model '{model}' is not in {model_locations(MOTION_MODEL_FOLDER)}. Make the demo's with "
-            f"`{DEMO_COMMAND}` (it trains motion-demo/ into {demo_models_dir()}, listed here), or train your own: "
-            "`python -m singer_core.train motion --preset demo --out runs/motion` (or the Train node) and put "
-            f"runs/motion/final into {model_folder(MOTION_MODEL_FOLDER)}/<name>/; then refresh (press R)")
+MOTION_MODELS = TrainedModels("motion model", MOTION_MODEL_FOLDER, task="motion", preset="demo")
 
 
 class SingerMotionLoader(io.ComfyNode):
@@ -44,10 +35,10 @@ class SingerMotionLoader(io.ComfyNode):
                          "`python -m singer_core.train motion` or the Train node. Put the run's `final` folder "
                          f"(config.json + model.safetensors) into models/{MOTION_MODEL_FOLDER}/."),
             inputs=[
-                io.Combo.Input("model", options=model_subfolders(MOTION_MODEL_FOLDER),
+                io.Combo.Input("model", options=MOTION_MODELS.choices(),
                                tooltip=f"A folder in models/{MOTION_MODEL_FOLDER}/ holding config.json and "
                                        "model.safetensors."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
                                tooltip="Where to run sampling; auto = ComfyUI's torch device."),
             ],
             outputs=[MotionModelType.Output("motion_model", display_name="motion model", tooltip="The motion model, for Sample Motion.")],
@@ -56,19 +47,14 @@ class SingerMotionLoader(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, model):
         # a missing model refuses the prompt before anything runs (every output of the shipped workflow needs it)
-        if resolve_model_path(MOTION_MODEL_FOLDER, model) is None:
-            return missing_motion_model(model)
-        return True
+        return MOTION_MODELS.validate(model)
 
     @classmethod
     def execute(cls, model, device) -> io.NodeOutput:
         from ..singer_core.motion.generator import MotionModel
 
-        path = resolve_model_path(MOTION_MODEL_FOLDER, model)
-        if path is None:
-            raise ValueError(f"SingerMotionLoader: {missing_motion_model(model)}")
-        device = torch_device(device)
-        return io.NodeOutput(MotionModel.from_pretrained(path, device=device))
+        path = MOTION_MODELS.resolve(model, "SingerMotionLoader")
+        return io.NodeOutput(MotionModel.from_pretrained(path, device=torch_device(device)))
 
 
 class SingerSampleMotion(io.ComfyNode):

@@ -9,19 +9,18 @@ from fractions import Fraction
 from comfy_api.latest import InputImpl, Types, io
 
 from .comfy_bridge import (
-    DEMO_COMMAND,
+    DEVICE_CHOICES,
     NERF_MODEL_FOLDER,
     TTS_FOLDER,
     AudioFeatures,
     NerfModelType,
     comfy_progress,
-    demo_models_dir,
     model_folder,
-    model_locations,
     model_subfolders,
     resolve_model_path,
     torch_device,
 )
+from .model_loaders import TrainedModels
 from .web_preview import audio_preview_ui, merge_ui, video_preview_ui
 
 logger = logging.getLogger(__name__)
@@ -31,12 +30,7 @@ HUB_TTS = ["microsoft/speecht5_tts", "facebook/mms-tts-eng"]
 SPEECHT5_VOCODER = "microsoft/speecht5_hifigan"
 
 
-def missing_nerf_model(model: str) -> str:
-    """What to run when a NeRF subject model is missing."""
-    return (f"NeRF model '{model}' is not in {model_locations(NERF_MODEL_FOLDER)}. Make the demo's with "
-            f"`{DEMO_COMMAND}` (it trains nerf-demo/ into {demo_models_dir()}, listed here), or train your own: "
-            "`python -m singer_core.train nerf --preset demo --out runs/nerf` (or the Train node) and put "
-            f"runs/nerf/final into {model_folder(NERF_MODEL_FOLDER)}/<name>/; then refresh (press R)")
+NERF_MODELS = TrainedModels("NeRF model", NERF_MODEL_FOLDER, task="nerf", preset="demo")
 
 
 class SingerNeRFLoader(io.ComfyNode):
@@ -51,10 +45,10 @@ class SingerNeRFLoader(io.ComfyNode):
                          f"(config.json + model.safetensors) into models/{NERF_MODEL_FOLDER}/; copy the subject's "
                          "transforms_train.json beside them to render with its camera poses."),
             inputs=[
-                io.Combo.Input("model", options=model_subfolders(NERF_MODEL_FOLDER),
+                io.Combo.Input("model", options=NERF_MODELS.choices(),
                                tooltip=f"A folder in models/{NERF_MODEL_FOLDER}/ holding config.json and "
                                        "model.safetensors (optionally the subject's transforms_train.json)."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
                                tooltip="Where to render; auto = ComfyUI's torch device."),
             ],
             outputs=[
@@ -65,18 +59,14 @@ class SingerNeRFLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model):
-        if resolve_model_path(NERF_MODEL_FOLDER, model) is None:
-            return missing_nerf_model(model)
-        return True
+        return NERF_MODELS.validate(model)
 
     @classmethod
     def execute(cls, model, device) -> io.NodeOutput:
         from ..singer_core.nerf.song_video import load_nerf_subject
 
         who = "SingerNeRFLoader"
-        path = resolve_model_path(NERF_MODEL_FOLDER, model)
-        if path is None:
-            raise ValueError(f"{who}: {missing_nerf_model(model)}")
+        path = NERF_MODELS.resolve(model, who)
         try:
             subject = load_nerf_subject(path, device=torch_device(device))
         except (ValueError, OSError) as error:
@@ -181,7 +171,7 @@ class SingerTextToSpeech(io.ComfyNode):
                              tooltip="Seeds SpeechT5's prenet dropout / VITS's noise: same seed, same speech."),
                 io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.01,
                                tooltip="Frame rate of the mel features output (the NeRF's: 25)."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
                                tooltip="Where to run the model; auto = ComfyUI's torch device."),
             ],
             outputs=[

@@ -16,7 +16,14 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..singer_core.train import TASKS
-from .comfy_bridge import MOTION_MODEL_FOLDER, input_file_path, torch_device
+from .comfy_bridge import (
+    DEVICE_CHOICES,
+    MOTION_MODEL_FOLDER,
+    NERF_MODEL_FOLDER,
+    SINGER_MODEL_FOLDER,
+    input_file_path,
+    torch_device,
+)
 
 if TYPE_CHECKING:  # the loop module is imported when a run starts
     from ..singer_core.train.loop import StepReport
@@ -27,7 +34,7 @@ RUNS_DIR = "singer_runs"  # runs go to ComfyUI/output/singer_runs/<run name>/
 CACHE_DIR = ".cache"  # generated SynthSinger data and audio features: output/singer_runs/.cache (or $SINGER_CACHE_DIR)
 # where the final model of a task is copied so that the task's loader node lists it (models/<folder>/<run name>/);
 # tasks without a loader node keep their model in the run folder only
-TASK_MODEL_FOLDERS = {"motion": MOTION_MODEL_FOLDER, "nerf": "singer_nerf", "singer": "singer"}
+TASK_MODEL_FOLDERS = {"motion": MOTION_MODEL_FOLDER, "nerf": NERF_MODEL_FOLDER, "singer": SINGER_MODEL_FOLDER}
 # Every task's preset names, listed here so that drawing the node imports no trainer (ComfyUI's start-up must stay
 # under 1 s); validate_inputs checks the chosen task's own presets, and tests/comfyui/test_tool_nodes.py checks this
 # list against the trainers' `presets`.
@@ -154,7 +161,7 @@ class SingerTrain(io.ComfyNode):
                 io.Boolean.Input("resume", default=False,
                                  tooltip="Continue the run of this name from its newest checkpoint (same task, "
                                          "preset and steps); off refuses to overwrite an existing run."),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto",
+                io.Combo.Input("device", options=DEVICE_CHOICES, default="auto",
                                tooltip="Where to train; auto = ComfyUI's torch device."),
             ],
             outputs=[

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.toy_models import save_tiny_motion_model
+
 pytestmark = pytest.mark.comfyui
 
 TINY_MOTION_MODEL = "motion-demo"  # trained by conftest into its demo folder (SINGER_DEMO_MODELS)
@@ -88,7 +90,6 @@ def _png(path: Path, image: np.ndarray) -> None:
 def bad_files(comfy_server) -> Path:
     """The bad inputs, written into the server's input/ and models/ folders (found at request time)."""
     from singer_core.audio.io import write_audio
-    from singer_core.motion.generator import MotionModel, MotionModelConfig
     from singer_core.motion.lip_expert import LipExpert, LipExpertConfig
 
     base = comfy_server.base_dir
@@ -109,9 +110,7 @@ def bad_files(comfy_server) -> Path:
     _png(inputs / "bad_4096.png", np.full((4096, 4096, 3), 90, np.uint8))
 
     motion_models = base / "models" / "singer_motion"
-    torch.manual_seed(0)
-    config = MotionModelConfig(width=32, layers=1, heads=2, mlp_ratio=2.0, time_dim=32, diffusion_steps=10)
-    truncated = MotionModel(config).save_pretrained(motion_models / "bad-truncated")
+    truncated = save_tiny_motion_model(motion_models / "bad-truncated")
     weights = truncated / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     LipExpert(LipExpertConfig()).save_pretrained(motion_models / "bad-lip-expert")

@@ -17,7 +17,7 @@ PACK_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 SHORT_SONG_NAME = "singer_short_song.wav"  # 0.2 s, written by the comfy_server fixture
 MOTION_WORKFLOW = PACK_ROOT / "workflows" / "Motion DiT - song to head motion (FD2Talk).json"
-LOADERS = ("SingerMotionLoader", "SingerModelLoader", "SingerNeRFLoader")  # the loaders of trained models
+LOADERS = ("SingerMotionLoader", "SingerModelLoader", "SingerNeRFLoader", "SingerFrameModelLoader")  # of trained models
 
 
 def _node_ids_by_class() -> dict[str, str]:
@@ -208,24 +208,30 @@ def test_a_missing_model_refuses_the_whole_workflow_before_anything_runs(comfy_s
     import requests
 
     prompt = comfy_server.workflow_to_prompt(json.loads(workflow_path.read_text(encoding="utf-8")))
-    loaders = [node for node in prompt.values() if node["class_type"] in LOADERS]
+    loaders = {node_id: node for node_id, node in prompt.items() if node["class_type"] in LOADERS}
     assert loaders
-    for node in loaders:
+    for node in loaders.values():
         node["inputs"]["model"] = "no-such-model/"
     response = requests.post(comfy_server.base_url + "/prompt", json={"prompt": prompt,
                                                                       "client_id": comfy_server.client_id}, timeout=10)
     assert response.status_code == 400, f"{workflow_path.name}: queued anyway: {response.text}"
     assert "make demo" in response.text and "no-such-model" in response.text, response.text
+    # each loader refuses with its own message (what to run), not only the first one
+    node_errors = response.json()["node_errors"]
+    for node_id, node in loaders.items():
+        text = json.dumps(node_errors.get(node_id, {}))
+        assert "'no-such-model/' is not in" in text and "make demo" in text, (node["class_type"], node_errors)
 
 
 def test_loaders_list_the_demo_models_without_copying(comfy_server):
-    """`make demo` leaves motion-demo/, singer-demo/ and nerf-demo/ in its out/models (here SINGER_DEMO_MODELS): each
-    loader lists its own kind from there and no other."""
+    """`make demo` leaves motion-demo/, singer-demo/, nerf-demo/ and frames-demo/ in its out/models (here
+    SINGER_DEMO_MODELS): each loader lists its own kind from there and no other."""
     def options(node_id):
         spec = comfy_server.get(f"/object_info/{node_id}").json()[node_id]["input"]["required"]["model"]
         return spec[1]["options"] if isinstance(spec[1], dict) and "options" in spec[1] else spec[0]
 
-    demo = {"SingerMotionLoader": "motion-demo/", "SingerModelLoader": "singer-demo/", "SingerNeRFLoader": "nerf-demo/"}
+    demo = {"SingerMotionLoader": "motion-demo/", "SingerModelLoader": "singer-demo/", "SingerNeRFLoader": "nerf-demo/",
+            "SingerFrameModelLoader": "frames-demo/"}
     for node_id, name in demo.items():
         listed = options(node_id)
         assert name in listed, (node_id, listed)
