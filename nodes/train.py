@@ -18,6 +18,7 @@ from comfy_api.latest import io, ui
 from ..singer_core.train import TASKS
 from .comfy_bridge import (
     DEVICE_CHOICES,
+    FRAME_MODEL_FOLDER,
     MOTION_MODEL_FOLDER,
     NERF_MODEL_FOLDER,
     SINGER_MODEL_FOLDER,
@@ -33,8 +34,10 @@ logger = logging.getLogger(__name__)
 RUNS_DIR = "singer_runs"  # runs go to ComfyUI/output/singer_runs/<run name>/
 CACHE_DIR = ".cache"  # generated SynthSinger data and audio features: output/singer_runs/.cache (or $SINGER_CACHE_DIR)
 # where the final model of a task is copied so that the task's loader node lists it (models/<folder>/<run name>/);
-# tasks without a loader node keep their model in the run folder only
-TASK_MODEL_FOLDERS = {"motion": MOTION_MODEL_FOLDER, "nerf": NERF_MODEL_FOLDER, "singer": SINGER_MODEL_FOLDER}
+# tasks without a loader node (lip-expert, dynamic-sync, vae, frame-autoencoder: parts other runs take as inputs)
+# keep their model in the run folder only
+TASK_MODEL_FOLDERS = {"motion": MOTION_MODEL_FOLDER, "frames": FRAME_MODEL_FOLDER, "nerf": NERF_MODEL_FOLDER,
+                      "singer": SINGER_MODEL_FOLDER}
 # Every task's preset names, listed here so that drawing the node imports no trainer (ComfyUI's start-up must stay
 # under 1 s); validate_inputs checks the chosen task's own presets, and tests/comfyui/test_tool_nodes.py checks this
 # list against the trainers' `presets`.
@@ -140,8 +143,9 @@ class SingerTrain(io.ComfyNode):
             description=("Train a SINGER model with `singer_core.train` (the same loop as `python -m singer_core.train "
                          f"TASK`). The run goes to output/{RUNS_DIR}/<run name>/ (checkpoints, TensorBoard, final/); "
                          "Cancel keeps a checkpoint of the last step and resume continues from it. The final model "
-                         f"of motion / nerf / singer runs is copied to models/{MOTION_MODEL_FOLDER}/, "
-                         "models/singer_nerf/ or models/singer/ as <run name>/ so the loader nodes list it."),
+                         f"of motion / frames / nerf / singer runs is copied to models/{MOTION_MODEL_FOLDER}/, "
+                         f"models/{FRAME_MODEL_FOLDER}/, models/{NERF_MODEL_FOLDER}/ or models/{SINGER_MODEL_FOLDER}/ "
+                         "as <run name>/ so the loader nodes list it."),
             inputs=[
                 io.Combo.Input("task", options=sorted(TASKS), default="motion",
                                tooltip="motion: FD2Talk expression / pose DiTs; lip-expert: its sync expert; "
