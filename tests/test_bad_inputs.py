@@ -536,7 +536,8 @@ def _path_and_fps_cases() -> list[Case]:
 
 
 def _video_cases() -> list[Case]:
-    from singer_core.io.video import read_video, write_video
+    from singer_core.io.video_read import read_video
+    from singer_core.io.video_write import write_video
 
     def truncated_mp4(inp, out, face):
         frames = np.zeros((10, 32, 32, 3), np.uint8)
@@ -604,7 +605,7 @@ def _cli_cases() -> list[Case]:
 
     def preprocess_no_face(inp, out, face):
         from singer_core.data.preprocess import PreprocessConfig, preprocess_videos
-        from singer_core.io.video import write_video
+        from singer_core.io.video_write import write_video
 
         (inp / "videos").mkdir()
         frames = np.random.default_rng(0).integers(0, 256, (50, 64, 64, 3), dtype=np.uint8)
@@ -732,7 +733,7 @@ def test_interrupted_writes_leave_no_partial_files(what, tmp_path: Path):
 
             write_audio(out / "song.flac", _song(3.0, 16000), 16000, progress=_stop_at(1))
         elif what == "write_video":
-            from singer_core.io.video import write_video
+            from singer_core.io.video_write import write_video
 
             write_video(out / "clip.mp4", np.zeros((20, 32, 32, 3), np.uint8), 25.0, audio=_song(0.8, 16000),
                         sample_rate=16000, progress=_stop_at(5))
@@ -749,7 +750,7 @@ def test_interrupted_writes_leave_no_partial_files(what, tmp_path: Path):
             model.save_pretrained(out / "final")
         else:
             from singer_core.data.preprocess import PreprocessConfig, preprocess_videos
-            from singer_core.io.video import write_video
+            from singer_core.io.video_write import write_video
 
             (tmp_path / "videos").mkdir()
             write_video(tmp_path / "videos" / "a.mp4", np.zeros((55, 64, 64, 3), np.uint8), 25.0,
