@@ -13,7 +13,7 @@ import pytest
 
 from singer_core.io.video_read import iter_audio_blocks, iter_video_frames, probe_video, read_video
 from singer_core.io.video_write import write_video
-from tests.video_patterns import coded_frame, decode_index, smooth_frames
+from tests.media_patterns import coded_frame, decode_index, smooth_frames
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 
 from singer_core.io.video_read import iter_video_frames, probe_video, read_video
 from singer_core.io.video_write import VideoWriter, write_video
-from tests.video_patterns import coded_frame, decode_index, smooth_frames
+from tests.media_patterns import coded_frame, decode_index, smooth_frames
 
 
 def _psnr(error: np.ndarray) -> float:
