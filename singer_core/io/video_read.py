@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..progress import Progress
+from .av_errors import ffmpeg_reason
 
 logger = logging.getLogger(__name__)
 
@@ -321,8 +322,8 @@ def _open(path: Path, who: str):
     try:
         return av.open(str(path), "r")
     except av.error.FFmpegError as exc:
-        raise ValueError(f"{who}: FFmpeg cannot open '{path.name}' ({_reason(exc)}): it is not a video, or it "
-                         f"is damaged or truncated (an .mp4 cut short loses its index); {_FIX}") from exc
+        raise ValueError(f"{who}: FFmpeg cannot open '{path.name}' ({ffmpeg_reason(exc)}): it is not a video, "
+                         f"or it is damaged or truncated (an .mp4 cut short loses its index); {_FIX}") from exc
 
 
 def _video_stream(container, path: Path, who: str):
@@ -349,7 +350,7 @@ def _decoded(container, stream, path: Path, who: str):
             yield from packet.decode()
     except av.error.FFmpegError as exc:
         raise ValueError(f"{who}: '{path.name}' is damaged: decoding failed near {last:.2f} s "
-                         f"({_reason(exc)}); {_FIX}") from exc
+                         f"({ffmpeg_reason(exc)}); {_FIX}") from exc
 
 
 def _chain(first, rest):
@@ -506,8 +507,3 @@ def _int_to_float(samples: np.ndarray, sample_format: str) -> np.ndarray:
         return (samples - 128.0) / 128.0
     scale = 32768.0 if sample_format.startswith("s16") else 2147483648.0
     return samples / np.float32(scale)
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return text.strip().rstrip(".")
