@@ -107,10 +107,10 @@ class SingerLoadAudio(io.ComfyNode):
     @classmethod
     def execute(cls, audio, sample_rate, mono, start_seconds, duration_seconds, normalize,
                 on_damage="error") -> io.NodeOutput:
+        from ..singer_core.audio.decode import decode_audio
         from ..singer_core.audio.io import (
             audio_to_comfy,
             check_audio,
-            decode_audio,
             normalize_loudness,
             normalize_peak,
             resample,

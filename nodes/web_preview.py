@@ -98,7 +98,7 @@ def write_video_preview(frames: torch.Tensor, fps: float, directory: str | Path,
         the ``singer_video`` entry.
     """
     from ..singer_core.audio.io import audio_from_comfy, resample, to_mono
-    from ..singer_core.io.video import write_video
+    from ..singer_core.io.video_write import write_video
 
     if not isinstance(frames, (torch.Tensor, np.ndarray)) or frames.ndim != 4 or frames.shape[-1] != 3:
         shape = tuple(frames.shape) if hasattr(frames, "shape") else type(frames).__name__

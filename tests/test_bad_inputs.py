@@ -51,7 +51,7 @@ def _song(seconds: float, rate: int, amplitude: float = 0.5) -> torch.Tensor:
 
 
 def _wav(path: Path, seconds: float = 1.0, rate: int = 16000, codec: str | None = None) -> Path:
-    from singer_core.audio.io import write_audio
+    from singer_core.audio.encode import write_audio
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_audio(path, _song(seconds, rate), rate, codec=codec)
@@ -129,10 +129,12 @@ class Case:
 
 def _audio_cases() -> list[Case]:
     from singer_core.audio import io as audio_io
+    from singer_core.audio.decode import decode_audio
+    from singer_core.audio.encode import write_audio
     from singer_core.audio.encoders import MelEncoder
 
     def decode(path):
-        return audio_io.decode_audio(path)
+        return decode_audio(path)
 
     def empty_file(inp, out, face):
         (inp / "empty.wav").write_bytes(b"")
@@ -216,10 +218,10 @@ def _audio_cases() -> list[Case]:
     def write_nan(inp, out, face):
         waveform = _song(0.5, 16000)
         waveform[0, 10] = float("inf")
-        return audio_io.write_audio(out / "song.flac", waveform, 16000)
+        return write_audio(out / "song.flac", waveform, 16000)
 
     def write_unknown_format(inp, out, face):
-        return audio_io.write_audio(out / "song.xyz", _song(0.5, 16000), 16000)
+        return write_audio(out / "song.xyz", _song(0.5, 16000), 16000)
 
     return [
         Case("audio-empty-file", empty_file, what=("'empty.wav' is empty (0 bytes)",), fix=("give a file with sound",)),
@@ -536,7 +538,8 @@ def _path_and_fps_cases() -> list[Case]:
 
 
 def _video_cases() -> list[Case]:
-    from singer_core.io.video import read_video, write_video
+    from singer_core.io.video_read import read_video
+    from singer_core.io.video_write import write_video
 
     def truncated_mp4(inp, out, face):
         frames = np.zeros((10, 32, 32, 3), np.uint8)
@@ -604,7 +607,7 @@ def _cli_cases() -> list[Case]:
 
     def preprocess_no_face(inp, out, face):
         from singer_core.data.preprocess import PreprocessConfig, preprocess_videos
-        from singer_core.io.video import write_video
+        from singer_core.io.video_write import write_video
 
         (inp / "videos").mkdir()
         frames = np.random.default_rng(0).integers(0, 256, (50, 64, 64, 3), dtype=np.uint8)
@@ -685,10 +688,10 @@ def test_odd_sample_rates_encode_like_the_same_tone_made_at_16khz(tmp_path: Path
     the mel features of the same closed-form tone (220 Hz with vibrato, far below every Nyquist) synthesised
     directly at the encoder's 16 kHz. Compared away from the clip's ends (resampler edges) on the scale's
     [-4, 4] units; 8 kHz keeps a looser bound (its upsampling filter)."""
-    from singer_core.audio import io as audio_io
+    from singer_core.audio.decode import decode_audio
     from singer_core.audio.encoders import MelEncoder
 
-    decoded = audio_io.decode_audio(_wav(tmp_path / f"song{rate}.wav", 1.5, rate=rate, codec=codec))
+    decoded = decode_audio(_wav(tmp_path / f"song{rate}.wav", 1.5, rate=rate, codec=codec))
     assert decoded.sample_rate == rate
     features = MelEncoder().encode(decoded.waveform, decoded.sample_rate, 25).features
     reference = MelEncoder().encode(_song(1.5, 16000), 16000, 25).features
@@ -728,11 +731,11 @@ def test_interrupted_writes_leave_no_partial_files(what, tmp_path: Path):
         _skip_without_detector()
     with pytest.raises(_Stop):
         if what == "write_audio":
-            from singer_core.audio.io import write_audio
+            from singer_core.audio.encode import write_audio
 
             write_audio(out / "song.flac", _song(3.0, 16000), 16000, progress=_stop_at(1))
         elif what == "write_video":
-            from singer_core.io.video import write_video
+            from singer_core.io.video_write import write_video
 
             write_video(out / "clip.mp4", np.zeros((20, 32, 32, 3), np.uint8), 25.0, audio=_song(0.8, 16000),
                         sample_rate=16000, progress=_stop_at(5))
@@ -749,7 +752,7 @@ def test_interrupted_writes_leave_no_partial_files(what, tmp_path: Path):
             model.save_pretrained(out / "final")
         else:
             from singer_core.data.preprocess import PreprocessConfig, preprocess_videos
-            from singer_core.io.video import write_video
+            from singer_core.io.video_write import write_video
 
             (tmp_path / "videos").mkdir()
             write_video(tmp_path / "videos" / "a.mp4", np.zeros((55, 64, 64, 3), np.uint8), 25.0,
@@ -762,7 +765,8 @@ def test_interrupted_writes_leave_no_partial_files(what, tmp_path: Path):
 @pytest.mark.slow
 def test_ten_minute_song_file_decodes_and_measures(tmp_path: Path):
     """The slow part of the 10-minute case: decoding a 10-minute file and measuring its loudness."""
-    from singer_core.audio.io import check_audio, decode_audio
+    from singer_core.audio.decode import decode_audio
+    from singer_core.audio.io import check_audio
 
     decoded = decode_audio(_wav(tmp_path / "long.flac", 600.0, rate=16000))
     assert decoded.waveform.shape == (1, 600 * 16000)

@@ -445,7 +445,7 @@ def test_features_save_on_a_full_disk(broken_folder):
 
 @pytest.mark.parametrize("kind,what", [("read-only", "the folder is read-only"), ("full", "the disk is full")])
 def test_write_audio_names_the_file_system_not_the_codec(broken_folder, kind, what):
-    from singer_core.audio.io import write_audio
+    from singer_core.audio.encode import write_audio
     from singer_core.io.fs import FileSystemError
 
     folder = broken_folder(kind)
@@ -482,7 +482,7 @@ def test_cleanup_never_masks_the_original_error(tmp_path, monkeypatch):
     error that stopped it, not the cleanup's."""
     import pathlib
 
-    from singer_core.audio.decode import write_audio
+    from singer_core.audio.encode import write_audio
 
     class Stop(Exception):
         pass

@@ -43,7 +43,8 @@ def _tone(rate: int, seconds: float = 2.0, channels: int = 1) -> torch.Tensor:
 
 
 def test_clip_at_another_rate_is_resampled_with_a_warning(tmp_path, caplog):
-    from singer_core.audio.io import resample, write_audio
+    from singer_core.audio.encode import write_audio
+    from singer_core.audio.io import resample
     from singer_core.data.format import Clip
 
     folder = _clip_folder(tmp_path)
@@ -62,7 +63,7 @@ def test_clip_at_another_rate_is_resampled_with_a_warning(tmp_path, caplog):
 @pytest.mark.parametrize("codec,tolerance", [("pcm_s24le", 2 ** -22), ("pcm_s32le", 1e-7), ("pcm_f32le", 0.0)])
 def test_clip_wav_bit_depths_read_like_ffmpeg(tmp_path, codec, tolerance):
     from singer_core.audio.decode import decode_audio
-    from singer_core.audio.io import write_audio
+    from singer_core.audio.encode import write_audio
     from singer_core.data.format import Clip
 
     folder = _clip_folder(tmp_path)

@@ -1,12 +1,12 @@
-"""Decode and encode audio files through PyAV (FFmpeg): any common container or codec, streamed frame by
-frame into one preallocated buffer, with damage and truncation reported instead of silently cut songs."""
+"""Decode audio files through PyAV (FFmpeg): any common container or codec, streamed frame by frame into one
+preallocated buffer, with damage and truncation reported instead of silently cut songs. Encoding lives in
+``encode.py``."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
-import os
 import re
 import struct
 from fractions import Fraction
@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..io.fs import FILE_SYSTEM_ERRNOS, fs_error, remove_quietly
+from ..io.av_errors import ffmpeg_reason
 from ..progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def decode_audio(path: str | Path, *, start_seconds: float = 0.0, duration_secon
     use_part = f"; to use the part that decodes, pass duration_seconds <= {usable}" if usable else ""
     if decoded.damage is not None and on_damage == "error":
         raise ValueError(f"decode_audio: '{name}' is damaged: decoding failed at {position / rate:.2f} s"
-                         f"{_of(declared)} ({_reason(decoded.damage)}); {_FIX}{use_part}; or pass "
+                         f"{_of(declared)} ({ffmpeg_reason(decoded.damage)}); {_FIX}{use_part}; or pass "
                          "on_damage='silence' to replace the damaged parts with silence")
     wanted = end if declared is None else min(end or math.inf, round(declared * rate))
     # headers may count encoder delay and padding (mp3: up to ~3 frames): allow 4 frames + 50 ms
@@ -194,7 +194,8 @@ def decode_audio(path: str | Path, *, start_seconds: float = 0.0, duration_secon
         total = sum(stop - start for start, stop in silenced) / rate
         first_at = f", the first at {silenced[0][0] / rate:.2f} s" if silenced else ""
         logger.warning("decode_audio: '%s' is damaged (%s): %d span(s), %.2f s in all, were replaced with "
-                       "silence%s", name, _reason(decoded.damage) if decoded.damage else "timestamps jump",
+                       "silence%s", name,
+                       ffmpeg_reason(decoded.damage) if decoded.damage else "timestamps jump",
                        len(silenced), total, first_at)
     waveform = torch.from_numpy(_shrink(buffer, written))
     if progress is not None:
@@ -365,9 +366,9 @@ def _open(path: Path):
     try:
         return av.open(str(path), metadata_errors="ignore")
     except Exception as exc:  # PyAV raises FFmpegError subclasses, EOFError, and plain Python errors
-        raise ValueError(f"decode_audio: '{path.name}' could not be opened as audio ({_reason(exc)}): it is "
-                         "not a sound or video file, or it is damaged or truncated (an .m4a/.mp4 cut short "
-                         f"loses its index); {_FIX}") from exc
+        raise ValueError(f"decode_audio: '{path.name}' could not be opened as audio ({ffmpeg_reason(exc)}): "
+                         "it is not a sound or video file, or it is damaged or truncated (an .m4a/.mp4 cut "
+                         f"short loses its index); {_FIX}") from exc
 
 
 def _pick_stream(container, stream_index, name):
@@ -506,187 +507,3 @@ def _usable(position: int, rate: int, start_seconds: float) -> str | None:
 
 def _of(declared: float | None) -> str:
     return "" if declared is None else f" of {declared:.2f} s"
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return text.strip().rstrip(".")
-
-
-# --------------------------------------------------------------------------------------------------------
-# Encoding
-
-
-# extension -> (FFmpeg muxer, default codec, codecs allowed there)
-_CONTAINERS = {
-    ".wav": ("wav", "pcm_s16le", ("pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le")),
-    ".flac": ("flac", "flac", ("flac",)),
-    ".mp3": ("mp3", "mp3", ("mp3",)),
-    ".ogg": ("ogg", "vorbis", ("vorbis", "opus", "flac")),
-    ".opus": ("ogg", "opus", ("opus",)),
-    ".m4a": ("ipod", "aac", ("aac", "alac")),
-}
-# codec -> (FFmpeg encoder, sample format handed to it, integer bits or 0 for float, default bit rate)
-_ENCODERS = {
-    "pcm_s16le": ("pcm_s16le", "s16", 16, None),
-    "pcm_s24le": ("pcm_s24le", "s32", 24, None),
-    "pcm_s32le": ("pcm_s32le", "s32", 32, None),
-    "pcm_f32le": ("pcm_f32le", "flt", 0, None),
-    "flac": ("flac", "s16", 16, None),
-    "alac": ("alac", "s16p", 16, None),
-    "mp3": ("libmp3lame", "fltp", 0, 192_000),
-    "vorbis": ("libvorbis", "fltp", 0, None),
-    "opus": ("libopus", "flt", 0, 128_000),
-    "aac": ("aac", "fltp", 0, 192_000),
-}
-_MAX_CHANNELS = {"mp3": 2}
-_ENCODE_CHUNK = 1 << 15  # samples handed to the encoder per frame
-
-
-def write_audio(path: str | Path, waveform: torch.Tensor, sample_rate: int, *, codec: str | None = None,
-                bit_rate: int | None = None, progress: Progress | None = None) -> Path:
-    """Encode (C, T) float audio to a file chosen by extension: .wav, .flac, .mp3, .ogg, .opus, .m4a.
-
-    Integer codecs get samples rounded to the nearest step of 1/2**(bits-1) and clipped (x * 32768 for 16
-    bits), which is exactly what decode_audio divides by, so audio on that grid round-trips bit-exactly
-    through wav/flac/alac. Rates a codec cannot store are converted by FFmpeg (opus always stores 48 kHz;
-    mp3 at most 48 kHz). The file is written under a temporary name and renamed when complete, so a
-    failure or an interruption by `progress` never leaves a partial file.
-
-    Args:
-        path: output file; its extension picks the container.
-        waveform: (C, T) or (T,) float audio, nominally in [-1, 1].
-        sample_rate: Hz of the waveform.
-        codec: None for the container's default (wav: pcm_s16le, flac, mp3, ogg: vorbis, or opus where PyAV
-            lacks libvorbis, as PyAV 18's wheels do; opus, m4a: aac) or
-            one allowed there: wav: pcm_s16le | pcm_s24le | pcm_s32le | pcm_f32le; ogg: vorbis | opus | flac;
-            m4a: aac | alac.
-        bit_rate: bits per second for lossy codecs (None: 192 k for mp3/aac, 128 k for opus, the
-            encoder's default for vorbis).
-        progress: optional callback(done_samples, total_samples) per chunk; may raise to stop.
-
-    Returns:
-        the written path.
-    """
-    # 1. check arguments
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in _CONTAINERS:
-        raise ValueError(f"write_audio: cannot tell the format of '{path.name}' from its extension; use one "
-                         f"of {', '.join(_CONTAINERS)}")
-    muxer, default_codec, allowed = _CONTAINERS[suffix]
-    if codec is not None and codec not in allowed:
-        raise ValueError(f"write_audio: codec {codec!r} cannot be written to a {suffix} file; use one of "
-                         f"{', '.join(allowed)} (or change the extension)")
-    codec = _available_codec(codec, default_codec, allowed, path.name)
-    if waveform.ndim == 1:
-        waveform = waveform[None]
-    if waveform.ndim != 2 or waveform.shape[0] == 0 or waveform.shape[1] == 0:
-        raise ValueError(f"write_audio: waveform must be a non-empty (channels, samples) tensor, got shape "
-                         f"{tuple(waveform.shape)}")
-    if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise ValueError(f"write_audio: sample_rate must be a positive integer, got {sample_rate!r}")
-    channels, total = waveform.shape
-    if channels > _MAX_CHANNELS.get(codec, 8):
-        raise ValueError(f"write_audio: {codec} stores at most {_MAX_CHANNELS.get(codec, 8)} channels, the "
-                         f"waveform has {channels}; downmix it (to_mono) or write .flac/.wav")
-    if not torch.isfinite(waveform).all():
-        raise ValueError("write_audio: the waveform contains NaN or infinite samples; fix the audio first")
-    if not path.parent.is_dir():
-        raise ValueError(f"write_audio: the folder '{path.parent}' does not exist; create it first")
-    try:
-        import av
-    except ImportError as exc:
-        raise RuntimeError("write_audio needs PyAV: pip install av") from exc
-    encoder, sample_format, bits, default_rate = _ENCODERS[codec]
-    rate = _stored_rate(av.codec.Codec(encoder, "w").audio_rates, int(sample_rate))
-    if rate != sample_rate:
-        logger.info("write_audio: %s cannot store %d Hz; FFmpeg converts to %d Hz", codec, sample_rate, rate)
-    peak = float(waveform.abs().max())
-    if bits and peak > 1.0:
-        logger.warning("write_audio: samples up to %.3f exceed full scale and are clipped in '%s'",
-                       peak, path.name)
-    layout = av.AudioLayout(f"{channels}c").name  # FFmpeg's default for the count: mono, stereo, ..., 5.1
-
-    # 2. encode chunk by chunk into a temporary file, then rename it
-    temporary = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-    try:
-        with av.open(str(temporary), "w", format=muxer) as container:
-            stream = container.add_stream(encoder, rate=rate, layout=layout)
-            if bit_rate or default_rate:
-                stream.bit_rate = int(bit_rate or default_rate)
-            for offset in range(0, total, _ENCODE_CHUNK):
-                chunk = waveform[:, offset:offset + _ENCODE_CHUNK].detach().cpu().float().numpy()
-                frame = av.AudioFrame.from_ndarray(_to_sample_format(chunk, sample_format, bits),
-                                                   format=sample_format, layout=layout)
-                frame.sample_rate = int(sample_rate)
-                frame.pts, frame.time_base = offset, Fraction(1, int(sample_rate))
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-                if progress is not None:
-                    progress(min(total, offset + _ENCODE_CHUNK), total)
-            for packet in stream.encode(None):
-                container.mux(packet)
-        os.replace(temporary, path)
-    except OSError as exc:  # PyAV's errno errors are OSErrors too: a read-only folder, a full disk
-        if exc.errno in FILE_SYSTEM_ERRNOS or not isinstance(exc, av.error.FFmpegError):
-            raise fs_error(exc, path, who="write_audio") from exc
-        raise _codec_error(exc, codec, channels, rate, path) from exc
-    except av.error.FFmpegError as exc:
-        raise _codec_error(exc, codec, channels, rate, path) from exc
-    finally:
-        remove_quietly(temporary)  # never masks the error being raised (e.g. EROFS from its own cleanup)
-    return path
-
-
-def _available_codec(codec: str | None, default: str, allowed: tuple[str, ...], name: str) -> str:
-    """The codec to write: the one asked for, or the container's default; where this PyAV build lacks the
-    default's encoder (PyAV 18's wheels ship no libvorbis), the next allowed codec it has."""
-    try:
-        import av
-    except ImportError as exc:
-        raise RuntimeError("write_audio needs PyAV: pip install av") from exc
-    have = av.codecs_available
-    if codec is not None:
-        if _ENCODERS[codec][0] not in have:
-            others = [c for c in allowed if _ENCODERS[c][0] in have]
-            raise ValueError(f"write_audio: this PyAV build (av {av.__version__}) has no {codec} encoder "
-                             f"({_ENCODERS[codec][0]}) for '{name}'; use codec="
-                             f"{' or '.join(repr(c) for c in others) or 'None'} or write .flac / .wav")
-        return codec
-    for candidate in (default, *allowed):
-        if _ENCODERS[candidate][0] in have:
-            if candidate != default:
-                logger.info("write_audio: PyAV %s has no %s encoder; '%s' is written as %s", av.__version__,
-                            default, name, candidate)
-            return candidate
-    raise ValueError(f"write_audio: this PyAV build (av {av.__version__}) can encode none of "
-                     f"{', '.join(allowed)} for '{name}'; write .flac or .wav instead")
-
-
-def _codec_error(exc, codec: str, channels: int, rate: int, path: Path) -> ValueError:
-    return ValueError(f"write_audio: FFmpeg could not write {codec} ({channels} channels, {rate} Hz) to "
-                      f"'{path.name}': {_reason(exc)}; try another codec or format (.flac and .wav take "
-                      "any rate and up to 8 channels)")
-
-
-def _stored_rate(supported, rate: int) -> int:
-    """`rate` if the encoder stores it, else the smallest supported rate above it (or the largest)."""
-    if not supported or rate in supported:
-        return rate
-    higher = [r for r in supported if r > rate]
-    return min(higher) if higher else max(supported)
-
-
-def _to_sample_format(chunk: np.ndarray, sample_format: str, bits: int) -> np.ndarray:
-    """(C, n) float32 -> the array PyAV expects for `sample_format` (planar (C, n), packed (1, n*C))."""
-    if bits:
-        scale = float(1 << (bits - 1))
-        dtype = np.int16 if sample_format.startswith("s16") else np.int32
-        quantised = np.clip(np.rint(chunk.astype(np.float64) * scale), -scale, scale - 1)
-        if bits == 24:
-            quantised *= 256  # pcm_s24le takes the top 24 bits of 32-bit samples
-        chunk = quantised.astype(dtype)
-    if sample_format.endswith("p"):
-        return np.ascontiguousarray(chunk)
-    return np.ascontiguousarray(chunk.T).reshape(1, -1)

@@ -1,6 +1,6 @@
 """ComfyUI AUDIO conversions, input checks, loudness (ITU-R BS.1770-4 K-weighting and gating) and the
-sample-level edits every audio node shares: mono, resample, normalise, trim, pad. File decoding and encoding
-live in ``decode.py`` and are re-exported here."""
+sample-level edits every audio node shares: mono, resample, normalise, trim, pad. File decoding lives in
+``decode.py`` and encoding in ``encode.py``."""
 
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ from pathlib import Path
 
 import torch
 
-from .decode import DecodedAudio, decode_audio, write_audio
 from .dsp import iir_filter, sinc_resample
 
 __all__ = [
-    "AudioReport", "DecodedAudio", "audio_from_comfy", "audio_to_comfy", "check_audio", "comfy_items",
-    "decode_audio", "duration_seconds", "integrated_loudness", "k_weighting_coefficients",
+    "AudioReport", "audio_from_comfy", "audio_to_comfy", "check_audio", "comfy_items",
+    "duration_seconds", "integrated_loudness", "k_weighting_coefficients",
     "normalize_loudness", "normalize_peak", "pad", "resample", "to_mono", "trim", "trim_silence",
-    "write_audio", "write_wav",
+    "write_wav",
 ]
 
 logger = logging.getLogger(__name__)

@@ -175,7 +175,7 @@ class Clip:
 
     def frames(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Decode frames start .. stop-1 of video.mp4 -> (stop - start, H, W, 3) uint8 RGB."""
-        from ..io.video import read_video
+        from ..io.video_read import read_video
 
         total = self.meta.frames
         stop = total if stop is None else stop
@@ -330,7 +330,7 @@ def write_clip(
     from safetensors.torch import save_file
 
     from ..audio.io import resample, to_mono, write_wav
-    from ..io.video import write_video
+    from ..io.video_write import write_video
 
     folder = Path(folder)
     # 1. check everything before writing anything

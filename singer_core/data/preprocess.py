@@ -40,7 +40,7 @@ from ..face.detect import Box, FaceDetector, box_iou
 from ..io.cli import CliError, read_json_object, report_errors
 from ..io.config import JsonConfig
 from ..io.lock import folder_lock
-from ..io.video import VIDEO_SUFFIXES, iter_audio_blocks, iter_video_frames, probe_video
+from ..io.video_read import VIDEO_SUFFIXES, iter_audio_blocks, iter_video_frames, probe_video
 from ..progress import Progress
 from .format import AUDIO_SAMPLE_RATE, ClipMeta, scan_clips, write_clip, write_index
 

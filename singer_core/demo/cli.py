@@ -171,7 +171,7 @@ def _motion_preview(out: Path, song, rate: int, clip, seed: int, preset: str) ->
     from ..face.procedural import procedural_model
     from ..face.render import render_coeffs
     from ..io.image import to_uint8
-    from ..io.video import write_video
+    from ..io.video_write import write_video
     from ..motion.generator import MotionModel
     from ..train.loop import train
 
@@ -211,7 +211,7 @@ def _fd2talk_video(out: Path, song, rate: int, motion, args) -> Path:
     from ..data.synthetic import generate_clip
     from ..diffusion.fd2talk_portrait import animate_portrait, load_frame_model
     from ..io.image import to_uint8, to_unit
-    from ..io.video import write_video
+    from ..io.video_write import write_video
     from ..train.config import resolve_config
     from ..train.frames import FramesTask
     from ..train.loop import train

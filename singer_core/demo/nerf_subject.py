@@ -82,7 +82,7 @@ def render_nerf_video(model_dir: str | Path, song_waveform: torch.Tensor, sample
     """
     from ..audio.encoders import MelEncoder
     from ..audio.io import to_mono
-    from ..io.video import write_video
+    from ..io.video_write import write_video
 
     waveform = torch.as_tensor(song_waveform).float()
     if waveform.ndim == 1:

@@ -132,7 +132,7 @@ def render_singer_video(model_dir: str | os.PathLike, image, song_waveform: torc
     and identity come from them and no face detector is needed); face_box: (x, y, w, h) portrait pixels
     (else from the landmarks, else detected). Returns out_path. The video has ceil(seconds x fps) frames at the portrait's size.
     """
-    from ..io.video import VideoWriter
+    from ..io.video_write import VideoWriter
 
     model = load_model_folder(model_dir)
     waveform = torch.as_tensor(song_waveform, dtype=torch.float32)

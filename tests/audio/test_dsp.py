@@ -108,8 +108,8 @@ def test_iir_filter_is_the_difference_equation():
 
 def test_audio_suite_runs_with_torchaudio_unimportable():
     """The audio I/O, dsp, encoder and spectral-plot tests in a child pytest where `import torchaudio` fails."""
-    files = ["tests/audio/test_io.py", "tests/audio/test_dsp.py", "tests/audio/test_encoders.py",
-             "tests/spectral/test_visualize.py"]
+    files = ["tests/audio/test_decode.py", "tests/audio/test_encode.py", "tests/audio/test_io.py",
+             "tests/audio/test_dsp.py", "tests/audio/test_encoders.py", "tests/spectral/test_visualize.py"]
     env = {**os.environ, "SINGER_TEST_BLOCK_TORCHAUDIO": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-x",
                              "-k", "not unimportable", *files], cwd=ROOT, env=env, capture_output=True,

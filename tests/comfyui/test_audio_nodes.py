@@ -49,7 +49,7 @@ def _post(comfy_server, prompt: dict):
 
 @pytest.mark.parametrize("suffix", [".flac", ".mp3", ".ogg", ".m4a"])
 def test_load_song_decodes_common_codecs(comfy_server, suffix):
-    from singer_core.audio.io import write_audio
+    from singer_core.audio.encode import write_audio
     from singer_core.audio.synth import sing
 
     song = sing(2.0, seed=3, sample_rate=44100)

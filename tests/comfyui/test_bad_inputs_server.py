@@ -89,7 +89,7 @@ def _png(path: Path, image: np.ndarray) -> None:
 @pytest.fixture(scope="module")
 def bad_files(comfy_server) -> Path:
     """The bad inputs, written into the server's input/ and models/ folders (found at request time)."""
-    from singer_core.audio.io import write_audio
+    from singer_core.audio.encode import write_audio
     from singer_core.motion.lip_expert import LipExpert, LipExpertConfig
 
     base = comfy_server.base_dir

@@ -120,7 +120,7 @@ def test_nerf_nodes_are_served_with_tooltips(comfy_server, nerf_model, tiny_vits
 
 
 def test_workflow_saves_a_talking_head_video_with_sound(comfy_server, nerf_model, tmp_path):
-    from singer_core.io.video import read_video
+    from singer_core.io.video_read import read_video
 
     workflow = json.loads(WORKFLOW.read_text(encoding="utf-8"))
     prompt = comfy_server.with_fast_values(comfy_server.workflow_to_prompt(workflow))

@@ -115,7 +115,7 @@ def _write_thumbnail(data: bytes, target: Path, tmp_path: Path) -> None:
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         image = Image.open(io.BytesIO(data)).convert("RGB")
     else:
-        from singer_core.io.video import read_video
+        from singer_core.io.video_read import read_video
 
         path = tmp_path / "thumbnail.mp4"
         path.write_bytes(data)
@@ -142,7 +142,7 @@ def _assert_real_picture(data: bytes) -> None:
 
 def _assert_real_video(data: bytes, tmp_path: Path) -> None:
     """A saved video decodes to moving frames with a sound track."""
-    from singer_core.io.video import read_video
+    from singer_core.io.video_read import read_video
 
     path = tmp_path / "saved.mp4"
     path.write_bytes(data)

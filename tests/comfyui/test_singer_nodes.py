@@ -55,7 +55,7 @@ def test_singer_nodes_are_served_with_tooltips(comfy_server, singer_models):
 
 
 def test_workflow_renders_a_video_with_sound(comfy_server, singer_models, tmp_path):
-    from singer_core.io.video import read_video
+    from singer_core.io.video_read import read_video
 
     prompt = comfy_server.with_fast_values(comfy_server.workflow_to_prompt(json.loads(WORKFLOW.read_text(encoding="utf-8"))))
     synth = next(node for node in prompt.values() if node["class_type"] == "SingerSynthSinger")

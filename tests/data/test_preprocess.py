@@ -24,7 +24,7 @@ from singer_core.face.detector_files import haar_available
 from singer_core.face.morphable import zero_coeffs
 from singer_core.face.procedural import procedural_model
 from singer_core.face.render import default_lighting, render_coeffs
-from singer_core.io.video import write_video
+from singer_core.io.video_write import write_video
 
 SECONDS, FPS, WIDTH, HEIGHT, RENDER = 6.0, 30, 240, 180, 128
 SONG_RATE = 22050

@@ -145,7 +145,7 @@ def cli_dataset(tmp_path_factory):
 
 
 def test_cli_writes_a_complete_dataset(cli_dataset):
-    from singer_core.io.video import read_video
+    from singer_core.io.video_read import read_video
 
     index = read_index(cli_dataset)
     assert len(index.clips) == CLIPS

@@ -27,7 +27,7 @@ def test_demo_writes_song_vocals_features_and_subband_image(tmp_path):
             assert handle.getnchannels() == channels
     features = SingerAudioFeatures.load(tmp_path / "features.safetensors")
     assert features.features.shape == (50, 16, 80) and features.fps == 25  # ceil(2 s x 25 fps) frames
-    from singer_core.io.video import read_video
+    from singer_core.io.video_read import read_video
 
     clip = read_video(tmp_path / "synthsinger" / "synth00000_00" / "video.mp4")
     assert clip.frames.shape == (50, 256, 256, 3) and clip.audio is not None and clip.audio.shape[-1] == 32000

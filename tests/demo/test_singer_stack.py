@@ -58,7 +58,7 @@ def test_trained_stack_is_the_trainers_export_with_its_vae(stacks):
 
 
 def test_render_singer_video_writes_the_song_and_one_frame_per_video_frame(stacks, tmp_path):
-    from singer_core.io.video import read_video
+    from singer_core.io.video_read import read_video
 
     seconds, height, width = 0.5, 72, 96
     song = _song(seconds)

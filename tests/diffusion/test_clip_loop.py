@@ -85,7 +85,7 @@ def test_pipeline_memory_is_flat_in_song_length(tmp_path):
         from singer_core.diffusion import DiffusionConfig, SingerNet
         from singer_core.diffusion.pipeline import SingerPipeline
         from singer_core.diffusion.vae import tiny_vae
-        from singer_core.io.video import VideoWriter
+        from singer_core.io.video_write import VideoWriter
         from tests.memory_probe import peak_rss, reset_peak
         torch.set_num_threads(1)
         torch.manual_seed(0)

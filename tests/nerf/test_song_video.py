@@ -12,7 +12,7 @@ from singer_core.audio.encoders import MelEncoder
 from singer_core.audio.features import SingerAudioFeatures
 from singer_core.audio.synth import sing
 from singer_core.demo.nerf_subject import render_nerf_video, train_demo_nerf
-from singer_core.io.video import read_video
+from singer_core.io.video_read import read_video
 from singer_core.nerf.song_video import (
     POSES_FILE,
     camera_path,

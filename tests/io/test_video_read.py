@@ -1,48 +1,26 @@
-"""singer_core.io.video against independent references: FFmpeg's own fps filter (through a PyAV filter
-graph) and the closed form of its rounding rule, analytic frame contents, the written audio itself, and
-click positions at known sample times."""
+"""singer_core.io.video_read against independent references: FFmpeg's own fps filter (through a PyAV filter
+graph) and the closed form of its rounding rule, analytic frame contents, rotation matrices written into the
+file header, box means for downscaling, and click positions at known sample times."""
 
 from __future__ import annotations
 
 import math
 import struct
-from fractions import Fraction
 
 import av
 import numpy as np
 import pytest
-import torch
 
-from singer_core.io.video import (
-    VideoWriter,
-    iter_audio_blocks,
-    iter_video_frames,
-    probe_video,
-    read_video,
-    write_video,
-)
-
-
-def _coded_frame(index: int, height: int = 32, width: int = 48) -> np.ndarray:
-    """A frame whose flat halves spell its index (survives H.264 exactly after rounding)."""
-    frame = np.empty((height, width, 3), np.uint8)
-    frame[:, : width // 2] = 20 + 12 * (index // 15)
-    frame[:, width // 2:] = 20 + 14 * (index % 15)
-    return frame
-
-
-def _decode_index(image: np.ndarray) -> int:
-    width = image.shape[1]
-    left = image[4:-4, 4: width // 2 - 4].astype(np.float64).mean()
-    right = image[4:-4, width // 2 + 4: -4].astype(np.float64).mean()
-    return int(round((left - 20) / 12)) * 15 + int(round((right - 20) / 14))
+from singer_core.io.video_read import iter_audio_blocks, iter_video_frames, probe_video, read_video
+from singer_core.io.video_write import write_video
+from tests.media_patterns import coded_frame, decode_index, smooth_frames
 
 
 @pytest.fixture(scope="module")
 def coded_30fps(tmp_path_factory):
     """6 s at 30 fps, frame k spelling k, a key frame every 12 frames (so seeks land inside the file)."""
     path = tmp_path_factory.mktemp("video") / "coded.mp4"
-    write_video(path, np.stack([_coded_frame(k) for k in range(180)]), 30, keyframe_interval=12)
+    write_video(path, np.stack([coded_frame(k) for k in range(180)]), 30, keyframe_interval=12)
     return path
 
 
@@ -63,7 +41,7 @@ def _ffmpeg_fps_filter(path, rate: str) -> list[int]:
                     frame = graph.pull()
                 except (av.error.BlockingIOError, av.error.EOFError):
                     return
-                out.append(_decode_index(frame.to_ndarray(format="rgb24")))
+                out.append(decode_index(frame.to_ndarray(format="rgb24")))
 
         for frame in container.decode(stream):
             graph.push(frame)
@@ -73,95 +51,33 @@ def _ffmpeg_fps_filter(path, rate: str) -> list[int]:
     return out
 
 
-def _smooth_frames(count: int, height: int, width: int) -> np.ndarray:
-    """A moving smooth colour field (what natural video looks like to a codec)."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    frames = []
-    for t in range(count):
-        red = 128 + 90 * np.sin(xx / 9.0 + t / 4.0) * np.cos(yy / 13.0)
-        green = 128 + 80 * np.cos((xx + yy) / 15.0 - t / 6.0)
-        blue = 100 + 60 * np.sin(yy / 7.0 + t / 5.0)
-        frames.append(np.stack([red, green, blue], -1))
-    return np.clip(np.rint(np.stack(frames)), 0, 255).astype(np.uint8)
-
-
-def _psnr(error: np.ndarray) -> float:
-    return float(10 * np.log10(255 ** 2 / np.mean(error ** 2)))
-
-
-def test_round_trip_sizes_fps_audio_and_pixel_error(tmp_path):
-    frames = _smooth_frames(20, 48, 80)
-    rate = 44100
-    time = np.arange(int(rate * 0.8)) / rate
-    audio = np.stack([0.5 * np.sin(2 * np.pi * 440 * time), 0.3 * np.sin(2 * np.pi * 660 * time)]).astype(np.float32)
-    path = write_video(tmp_path / "a.mp4", torch.from_numpy(frames), 25, audio=torch.from_numpy(audio),
-                       sample_rate=rate, crf=18)
-    info = probe_video(path)
-    assert (info.width, info.height, info.fps, info.frames, info.codec) == (80, 48, 25.0, 20, "h264")
-    assert info.has_audio and info.sample_rate == rate and info.audio_channels == 2
-    assert abs(info.audio_offset) < 1e-9
-    video = read_video(path)
-    assert video.frames.shape == (20, 48, 80, 3) and video.frames.dtype == torch.uint8
-    assert video.fps == 25.0 and video.seconds == pytest.approx(0.8)
-    # measured on this strongly coloured field: 36.2 dB PSNR at crf 18 (max error 23 levels), of which 4:2:0
-    # chroma subsampling alone costs 38.8 dB (crf 0); the grey version of the field gives 45.6 dB at crf 18
-    error = video.frames.numpy().astype(np.float64) - frames
-    assert _psnr(error) > 35, _psnr(error)
-    assert np.abs(error).max() <= 30
-    gray = np.repeat(np.rint(frames.mean(-1, keepdims=True)).astype(np.uint8), 3, -1)
-    write_video(tmp_path / "gray.mp4", gray, 25, crf=18)
-    error = read_video(tmp_path / "gray.mp4").frames.numpy().astype(np.float64) - gray
-    assert _psnr(error) > 44, _psnr(error)
-    assert np.abs(error).max() <= 8
-    # audio cut to the frames' span (0.8 s), sample-aligned: AAC at 160 kb/s keeps the sines 37 dB clean
-    assert video.audio.shape == (2, audio.shape[1]) and video.sample_rate == rate
-    noise = video.audio.numpy() - audio
-    snr = 10 * np.log10(np.mean(audio[:, 2048:] ** 2) / np.mean(noise[:, 2048:] ** 2))
-    assert snr > 30, snr
-
-
-def test_float_frames_mono_audio_and_silent_video(tmp_path):
-    colours = torch.tensor([[0.2, 0.4, 0.6], [0.9, 0.1, 0.3], [0.5, 0.5, 0.5]])
-    frames = colours[:, None, None, :].expand(3, 16, 16, 3)  # float in 0..1, one flat colour per frame
-    write_video(tmp_path / "f.mp4", frames, 10, crf=0)
-    video = read_video(tmp_path / "f.mp4")
-    assert video.audio is None and video.sample_rate is None and video.frames.shape == (3, 16, 16, 3)
-    expected = torch.round(frames * 255)
-    assert (video.frames.float() - expected).abs().max().item() <= 2  # 8-bit YUV rounding only
-    audio = torch.full((16000,), 0.25)
-    write_video(tmp_path / "m.mp4", np.zeros((25, 16, 16, 3), np.uint8), 25, audio=audio, sample_rate=16000)
-    video = read_video(tmp_path / "m.mp4")
-    assert video.audio.shape == (1, 16000)
-    assert video.audio[0, 4000:12000].mean().item() == pytest.approx(0.25, abs=0.02)
-
-
 def test_fps_resampling_matches_ffmpeg_fps_filter_and_closed_form(coded_30fps):
-    native = [_decode_index(frame.image) for frame in iter_video_frames(coded_30fps)]
+    native = [decode_index(frame.image) for frame in iter_video_frames(coded_30fps)]
     assert native == list(range(180))
     # 30 -> 25 fps: slot round(k * 25 / 30) with halves up; slot n shows the latest k with slot <= n, i.e.
     # k = ceil((6 n + 3) / 5) - 1, and the output ends at round(6.0 s * 25) = 150 frames
     frames = list(iter_video_frames(coded_30fps, fps=25))
-    picked = [_decode_index(frame.image) for frame in frames]
+    picked = [decode_index(frame.image) for frame in frames]
     closed_form = [math.ceil((6 * n + 3) / 5) - 1 for n in range(150)]
     assert picked == closed_form
     assert picked == _ffmpeg_fps_filter(coded_30fps, "25")
     assert [frame.index for frame in frames] == list(range(150))
     assert frames[7].time == pytest.approx(7 / 25)
     # up-sampling 30 -> 45 fps duplicates frames: 270 of them, again as FFmpeg does
-    picked = [_decode_index(frame.image) for frame in iter_video_frames(coded_30fps, fps=45)]
+    picked = [decode_index(frame.image) for frame in iter_video_frames(coded_30fps, fps=45)]
     assert len(picked) == 270 and picked == _ffmpeg_fps_filter(coded_30fps, "45")
 
 
 @pytest.mark.parametrize("count, suffix", [(5, ".mp4"), (15, ".mp4"), (75, ".mp4"), (75, ".mkv"), (45, ".mov")])
 def test_fps_resampling_ends_like_ffmpeg(tmp_path, count, suffix):
-    frames = np.stack([_coded_frame(k) for k in range(count)])
+    frames = np.stack([coded_frame(k) for k in range(count)])
     path = write_video(tmp_path / f"short{suffix}", frames, 30, keyframe_interval=10)
-    picked = [_decode_index(frame.image) for frame in iter_video_frames(path, fps=25)]
+    picked = [decode_index(frame.image) for frame in iter_video_frames(path, fps=25)]
     assert picked == _ffmpeg_fps_filter(path, "25")  # 4, 13, 63 frames: 2.5 s at 25 fps rounds up
     assert len(picked) == math.floor(count * 25 / 30 + 0.5)
     # seeking (Matroska keeps millisecond timestamps) gives the same frames as decoding from the start
     if count >= 45:
-        seeked = [_decode_index(frame.image) for frame in iter_video_frames(path, fps=25, start_seconds=0.84)]
+        seeked = [decode_index(frame.image) for frame in iter_video_frames(path, fps=25, start_seconds=0.84)]
         assert seeked == picked[21:]
 
 
@@ -171,12 +87,12 @@ def test_seek_with_start_and_duration(coded_30fps, start, duration):
     frames = list(iter_video_frames(coded_30fps, fps=25, start_seconds=start, duration_seconds=duration))
     first = math.ceil(start * 25 - 1e-9)
     count = 150 - first if duration is None else round(duration * 25)
-    assert [_decode_index(frame.image) for frame in frames] == full[first:first + count]
+    assert [decode_index(frame.image) for frame in frames] == full[first:first + count]
     assert frames[0].time == pytest.approx(first / 25) and frames[0].index == 0
     native = list(iter_video_frames(coded_30fps, start_seconds=start, duration_seconds=duration))
     first = math.ceil(start * 30 - 1e-9)
     count = 180 - first if duration is None else math.ceil((start + duration) * 30 - 1e-9) - first
-    assert [_decode_index(frame.image) for frame in native] == list(range(first, first + count))
+    assert [decode_index(frame.image) for frame in native] == list(range(first, first + count))
 
 
 def _fixed(value: float) -> int:
@@ -229,7 +145,7 @@ def test_max_size_scales_down_keeping_aspect(tmp_path):
 def test_streaming_memory_is_flat_in_video_length(tmp_path):
     import tracemalloc
 
-    frames = np.repeat(_smooth_frames(1, 64, 64), 600, axis=0)  # 24 s at 25 fps, 7 MB of RGB
+    frames = np.repeat(smooth_frames(1, 64, 64), 600, axis=0)  # 24 s at 25 fps, 7 MB of RGB
     audio = np.zeros((1, 24 * 16000), np.float32)
     path = write_video(tmp_path / "long.mp4", frames, 25, audio=audio, sample_rate=16000, preset="ultrafast")
     tracemalloc.start()
@@ -273,38 +189,6 @@ def test_audio_blocks_are_aligned_and_resampled(tmp_path):
     assert limited.shape == (2, 8000)
 
 
-def test_writer_streams_frames_and_audio_in_any_order(tmp_path):
-    with VideoWriter(tmp_path / "s.mp4", Fraction(30000, 1001), sample_rate=16000) as writer:
-        writer.write_audio(np.zeros(8000, np.float32))
-        for k in range(10):
-            writer.write(_coded_frame(k))
-        writer.write_audio(np.zeros(8000, np.float32))
-    info = probe_video(tmp_path / "s.mp4")
-    assert info.frames == 10 and info.fps == pytest.approx(30000 / 1001)
-    assert [_decode_index(frame.image) for frame in iter_video_frames(tmp_path / "s.mp4")] == list(range(10))
-
-
-def test_odd_sizes_error_or_pad(tmp_path):
-    frames = np.full((2, 15, 21, 3), 100, np.uint8)
-    with pytest.raises(ValueError, match="even width and height.*pad_odd=True"):
-        write_video(tmp_path / "odd.mp4", frames, 25)
-    assert not list(tmp_path.iterdir())
-    write_video(tmp_path / "odd.mp4", frames, 25, pad_odd=True)
-    video = read_video(tmp_path / "odd.mp4")
-    assert video.frames.shape == (2, 16, 22, 3)
-    assert np.abs(video.frames.numpy().astype(int) - 100).max() <= 2
-
-
-def test_interrupted_write_leaves_no_file(tmp_path):
-    def stop(done, total):
-        if done == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        write_video(tmp_path / "x.mp4", np.zeros((10, 16, 16, 3), np.uint8), 25, progress=stop)
-    assert not list(tmp_path.iterdir())
-
-
 def test_errors_name_the_problem(tmp_path, coded_30fps):
     with pytest.raises(ValueError, match="does not exist"):
         read_video(tmp_path / "missing.mp4")
@@ -340,18 +224,7 @@ def test_errors_name_the_problem(tmp_path, coded_30fps):
         read_video(truncated)
     with pytest.raises(ValueError, match="past the end"):
         list(iter_video_frames(coded_30fps, start_seconds=60.0))
-    with pytest.raises(ValueError, match="at least one frame"):
-        write_video(tmp_path / "none.mp4", np.zeros((0, 16, 16, 3), np.uint8), 25)
-    with pytest.raises(ValueError, match="same size"):
-        with VideoWriter(tmp_path / "sizes.mp4", 25) as writer:
-            writer.write(np.zeros((16, 16, 3), np.uint8))
-            writer.write(np.zeros((16, 18, 3), np.uint8))
     with pytest.raises(ValueError, match="no audio stream"):
         list(iter_audio_blocks(coded_30fps))
-    with pytest.raises(ValueError, match="sample_rate"):
-        write_video(tmp_path / "a.mp4", np.zeros((1, 16, 16, 3), np.uint8), 25, audio=np.zeros(100))
-    with pytest.raises(ValueError, match="AAC cannot store 11000 Hz"):
-        write_video(tmp_path / "a.mp4", np.zeros((1, 16, 16, 3), np.uint8), 25, audio=np.zeros(100),
-                    sample_rate=11000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4", "empty.mp4", "notes.mp4", "tone.wav",
                                                           "zero.mkv"]
