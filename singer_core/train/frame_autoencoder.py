@@ -10,7 +10,6 @@ training frames (1 / std of the latent means, as the vae task does).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -111,8 +110,7 @@ class FrameAutoencoderTask:
             return config.vae
         if data_dir is not None:
             raise ValueError("frame-autoencoder task: give vae (a diffusers AutoencoderKL folder) for your own data")
-        from .loop import FINAL_DIR, train
-        from .vae import VAETask
+        from .vae import VAETask, cached_tiny_vae
 
         vae_config = dataclasses.replace(VAETask.presets["tiny"], image_size=config.image_size,
                                          synth_clips=config.synth_clips, synth_seconds=config.synth_seconds,
@@ -120,13 +118,7 @@ class FrameAutoencoderTask:
                                          synth_clips_per_identity=config.synth_clips_per_identity,
                                          synth_textured_background=False, split=config.split, seed=config.seed,
                                          steps=config.vae_steps, checkpoint_every=min(config.vae_steps, 100))
-        digest = hashlib.sha1(vae_config.to_json().encode()).hexdigest()[:12]
-        out = Path(cache_dir) / f"vae-tiny-{digest}"
-        if not (out / FINAL_DIR / "config.json").is_file():
-            logger.info("frame-autoencoder task: no vae given; training the tiny VAE into '%s' first", out)
-            train(VAETask, config=vae_config, out=out, resume=True, device=str(device), cache_dir=cache_dir,
-                  quiet=True)
-        return str(out / FINAL_DIR)
+        return cached_tiny_vae(vae_config, cache_dir, device, "frame-autoencoder task")
 
     def loss(self, models: Mapping[str, torch.nn.Module], batch: Mapping[str, torch.Tensor]):
         from ..diffusion.fd2talk_decoder import reconstruction_loss

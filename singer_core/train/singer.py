@@ -23,7 +23,6 @@ path), so identity comes through the reference attention alone.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import shutil
 from collections.abc import Mapping
@@ -423,18 +422,11 @@ class SingerTask:
             return config.vae
         if config.net != "tiny":
             raise ValueError("singer task: give vae (e.g. 'stabilityai/sd-vae-ft-mse') for the full-size network")
-        from .loop import FINAL_DIR, train
-        from .vae import VAETask
+        from .vae import VAETask, cached_tiny_vae
 
         vae_config = dataclasses.replace(VAETask.presets["tiny"], **tiny_vae_data(config), seed=config.seed,
                                          steps=config.vae_steps, checkpoint_every=min(config.vae_steps, 100))
-        digest = hashlib.sha1(vae_config.to_json().encode()).hexdigest()[:12]
-        out = Path(cache_dir) / f"vae-tiny-{digest}"
-        if not (out / FINAL_DIR / "config.json").is_file():
-            logger.info("singer task: no vae given; training the tiny VAE into '%s' first", out)
-            train(VAETask, config=vae_config, out=out, resume=True, device=str(device), cache_dir=cache_dir,
-                  quiet=True)
-        return str(out / FINAL_DIR)
+        return cached_tiny_vae(vae_config, cache_dir, device, "singer task")
 
     def _clips(self, config: SingerTrainConfig, root: Path, clip_ids: list[str], features: list[torch.Tensor], vae,
                latent_side: int, device) -> SingerClips:

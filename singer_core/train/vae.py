@@ -10,6 +10,7 @@ frames (how SD's 0.18215 was chosen) unless the config fixes one, so scaled late
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from ..diffusion.vae import VAE_SCALE, autoencoder_kl_kwargs
 from ..io.checkpoint import atomic_folder
 from .config import LoopConfig
 from .data_cache import synth_dataset
-from .loop import EpochSampler, TrainParts, step_generator
+from .loop import FINAL_DIR, EpochSampler, TrainParts, step_generator, train
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +193,17 @@ class VAETask:
         vae.register_to_config(scaling_factor=float(scale))
         logger.info("vae task: scaling_factor %.5f (%s)", scale, "given" if self.config.scaling_factor else "measured")
         return save_vae(vae, folder)
+
+
+def cached_tiny_vae(vae_config: VAETrainConfig, cache_dir: str | os.PathLike, device, who: str) -> str:
+    """The final folder of a VAE trained with `vae_config` into cache_dir/vae-tiny-<config digest>/: trained
+    the first time (resuming an interrupted run), reused after. `who` names the task in the log line."""
+    digest = hashlib.sha1(vae_config.to_json().encode()).hexdigest()[:12]
+    out = Path(cache_dir) / f"vae-tiny-{digest}"
+    if not (out / FINAL_DIR / "config.json").is_file():
+        logger.info("%s: no vae given; training the tiny VAE into '%s' first", who, out)
+        train(VAETask, config=vae_config, out=out, resume=True, device=str(device), cache_dir=cache_dir, quiet=True)
+    return str(out / FINAL_DIR)
 
 
 def measure_scaling_factor(vae, frames: torch.Tensor, count: int = SCALE_FRAMES) -> float:
