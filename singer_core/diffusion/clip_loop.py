@@ -25,7 +25,7 @@ from ..io.config import JsonConfig
 from ..ops.noise_schedule import NoiseSchedule, sample_ddim
 from ..progress import Progress
 from .audio_modules import RegionMasks
-from .sampling import clip_conditions, sample_clip
+from .sampling import check_long_inputs, clip_conditions, sample_clip
 
 logger = logging.getLogger(__name__)
 
@@ -241,14 +241,8 @@ def iter_clips(net, *, reference_latent: torch.Tensor, face_embedding: torch.Ten
     clips equal `sampling.sample_long`'s (same seeds seed + k, motion-frame chaining, padding of the last
     clip); see there for the other arguments. Only the current clip and the motion frames are held.
     """
-    if reference_latent.dim() != 4 or reference_latent.shape[0] != 1:
-        raise ValueError(f"iter_clips: reference_latent must be (1, C, h, w), got {tuple(reference_latent.shape)}")
     total = audio_features.shape[0]
-    if total < 1:
-        raise ValueError("iter_clips: audio_features holds no frames; give at least one video frame of audio")
-    if clip_frames + motion_frames > net.config.motion_max_len:
-        raise ValueError(f"iter_clips: clip_frames + motion_frames = {clip_frames + motion_frames} exceeds the "
-                         f"motion modules' position table ({net.config.motion_max_len})")
+    check_long_inputs("iter_clips", "audio_features", net, reference_latent, total, clip_frames, motion_frames)
     clips = -(-total // clip_frames)
     channels, height, width = reference_latent.shape[1:]
     history = reference_latent[:, :, None].expand(-1, -1, motion_frames, -1, -1)

@@ -87,6 +87,19 @@ def sample_clip(net, noise: torch.Tensor, *, reference_latents: torch.Tensor, fa
             net.reference_control.clear()
 
 
+def check_long_inputs(who: str, audio_name: str, net, reference_latent: torch.Tensor, frames: int,
+                      clip_frames: int, motion_frames: int) -> None:
+    """The checks of a song-length run (`sample_long`, `clip_loop.iter_clips`): one (1, C, h, w) reference latent,
+    at least one frame of audio, and clip + motion frames within the motion modules' position table."""
+    if reference_latent.dim() != 4 or reference_latent.shape[0] != 1:
+        raise ValueError(f"{who}: reference_latent must be (1, C, h, w), got {tuple(reference_latent.shape)}")
+    if frames < 1:
+        raise ValueError(f"{who}: {audio_name} holds no frames; give at least one video frame of audio")
+    if clip_frames + motion_frames > net.config.motion_max_len:
+        raise ValueError(f"{who}: clip_frames + motion_frames = {clip_frames + motion_frames} exceeds the "
+                         f"motion modules' position table ({net.config.motion_max_len})")
+
+
 def sample_long(net, *, reference_latent: torch.Tensor, face_embedding: torch.Tensor, audio_windows: torch.Tensor,
                 face_mask_image: torch.Tensor | None = None, masks: RegionMasks | None = None, clip_frames: int = 16,
                 motion_frames: int = 2, steps: int = 40, guidance: float = 3.5,
@@ -106,14 +119,8 @@ def sample_long(net, *, reference_latent: torch.Tensor, face_embedding: torch.Te
     passes the latents on as they are; progress: (done, total) over all clips x steps, may raise to stop.
     Returns (1, C, N, h, w).
     """
-    if reference_latent.dim() != 4 or reference_latent.shape[0] != 1:
-        raise ValueError(f"sample_long: reference_latent must be (1, C, h, w), got {tuple(reference_latent.shape)}")
     total = audio_windows.shape[1]
-    if total < 1:
-        raise ValueError("sample_long: audio_windows holds no frames; give at least one video frame of audio")
-    if clip_frames + motion_frames > net.config.motion_max_len:
-        raise ValueError(f"sample_long: clip_frames + motion_frames = {clip_frames + motion_frames} exceeds the "
-                         f"motion modules' position table ({net.config.motion_max_len})")
+    check_long_inputs("sample_long", "audio_windows", net, reference_latent, total, clip_frames, motion_frames)
     clips = -(-total // clip_frames)
     pad = clips * clip_frames - total
     if pad:  # repeat the last window so every clip is full, trimmed at the end
