@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,6 +36,7 @@ from singer_ablation import (
     IMAGE_SIZE,
     _digest,
     _mean,
+    _stats,
     _train,
     clip_scores,
     heldout_songs,
@@ -136,12 +135,6 @@ def run(args) -> dict:
     return {"variants": results, "reference": reference, "test_clips": [c["id"] for c in clips],
             "settings": vars(args) | {"out": str(args.out)}}
 
-
-def _stats(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else 0.0)
 
 
 def print_table(result: dict) -> dict:

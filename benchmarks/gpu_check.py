@@ -35,16 +35,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bench_module(name: str):
-    """Import a sibling benchmark script as a module (benchmarks/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def _step(results: dict, name: str, fn) -> None:
     start = time.perf_counter()
@@ -132,12 +122,13 @@ def run_nerf(dry_run: bool, device: str) -> dict:
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "nerf check failed")
         return {"rows": json.loads(done.stdout.strip().splitlines()[-1])}
-    nerf = _bench_module("nerf")
+    import nerf  # a sibling script: benchmarks are run as scripts, so their folder is on sys.path
+
     return {"rows": nerf.compare_backends(frame_size=512, samples=64, repeat=5, device=device)}
 
 
 def run_motion(dry_run: bool, device: str) -> dict:
-    motion_speed = _bench_module("motion_speed")
+    import motion_speed  # a sibling script (see run_nerf)
 
     model = motion_speed.build_model(dry_run, device)
     fps, seconds = 25.0, 2.0 if dry_run else 10.0

@@ -48,16 +48,6 @@ from singer_core.diffusion import DiffusionConfig, SingerNet
 from singer_core.diffusion.clip_loop import SamplerPlan, iter_clips
 
 FPS, CLIP, MOTION, LATENT = 25.0, 16, 2, 64
-def _bench_module(name: str):
-    """Import a sibling benchmark script as a module (benchmarks/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 PRESETS: dict[str, tuple[SamplerPlan, bool]] = {  # name -> (plan, motion frames re-encoded by the VAE)
     "official": (SamplerPlan.official(), True),
@@ -193,10 +183,10 @@ def quality(loaded, test_songs: int, cache: Path) -> dict[str, dict[str, float]]
     40-step official-schedule frames, on held-out songs of the trained singer."""
     import numpy as np
 
-    from singer_core.diffusion.vae import encode_images
+    # a sibling script: benchmarks are run as scripts, so their folder is on sys.path
+    from singer_ablation import heldout_songs, load_test_clips
 
-    ablation = _bench_module("singer_ablation")
-    heldout_songs, load_test_clips = ablation.heldout_songs, ablation.load_test_clips
+    from singer_core.diffusion.vae import encode_images
 
     root = heldout_songs(24, test_songs, 1.0, cache)
     clips = load_test_clips(root, "train", test_songs)
