@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+from tests.comfyui.screenshots import save_screenshot
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -111,12 +111,7 @@ def test_workflow_loads_and_converts_in_frontend(comfy_server, browser_page, wor
     assert not overlaps, f"{workflow_path.name}: nodes drawn over each other: {overlaps}"
 
     # 4. a picture for people
-    shot = tmp_path / f"{workflow_path.stem}.png"
-    page.screenshot(path=str(shot))
-    artifacts = os.environ.get("SINGER_ARTIFACTS")
-    if artifacts:
-        Path(artifacts).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(artifacts) / shot.name)
+    save_screenshot(page, tmp_path, workflow_path.stem)
 
     # 5. no errors from the pack, and no uncaught exception while our workflow loaded
     real = [e for e in errors if not is_noise(e)]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.comfyui.screenshots import save_screenshot
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -168,14 +169,6 @@ def page_and_errors(comfy_server, open_frontend):
         yield page, errors
 
 
-def _save_shot(page, tmp_path: Path, name: str) -> None:
-    shot = tmp_path / f"{name}.png"
-    page.screenshot(path=str(shot))
-    artifacts = os.environ.get("SINGER_ARTIFACTS")
-    if artifacts:
-        Path(artifacts).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(artifacts) / shot.name)
-
 
 def test_every_registered_node_can_be_created_by_hand(comfy_server, page_and_errors, tmp_path):
     page, errors = page_and_errors
@@ -217,7 +210,7 @@ def test_every_registered_node_can_be_created_by_hand(comfy_server, page_and_err
         if name not in song:
             problems.append(f"SingerLoadAudio: no {name!r} widget: {sorted(song)}")
     page.evaluate("() => window.app.canvas.ds && (window.app.canvas.ds.scale = 0.6, window.app.graph.setDirtyCanvas(true, true))")
-    _save_shot(page, tmp_path, "all_nodes")
+    save_screenshot(page, tmp_path, "all_nodes")
     assert not problems, "\n".join(problems)
 
 
@@ -264,6 +257,6 @@ def test_load_song_with_a_users_song_and_portrait_runs_from_the_frontend(comfy_s
     page.evaluate("() => { const c = window.app.canvas; c.ds.scale = 0.75; c.ds.offset = [40, 90]; "
                   "window.app.graph.setDirtyCanvas(true, true); }")
     page.wait_for_timeout(500)
-    _save_shot(page, tmp_path, "load_song_user_portrait_run")
+    save_screenshot(page, tmp_path, "load_song_user_portrait_run")
     thrown = [e for e in errors[seen:] if e["kind"] == "pageerror"]
     assert not thrown, "uncaught errors during the run:\n" + "\n".join(e["text"] for e in thrown)
